@@ -1,0 +1,247 @@
+"""params.yaml, validated once at load into typed, frozen objects.
+
+Every knob lives in params.yaml; nothing else in the project parses YAML. Errors name the
+offending key, say what is allowed and suggest the closest key for typos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+from .errors import SkinSageError
+
+MODEL_NAMES = ("cnn", "resnet50")
+SOURCES = ("medmnist", "folder", "synthetic")
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+class ParamsError(SkinSageError, ValueError):
+    """params.yaml is missing, malformed or holds an impossible value."""
+
+
+@dataclass(frozen=True)
+class MedmnistParams:
+    flag: str
+    size: Literal["auto", 28, 64, 128, 224]
+    path: str  # a directory to download into, or an .npz file in MedMNIST's layout to use as is
+
+
+@dataclass(frozen=True)
+class FolderParams:
+    path: str
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    num_classes: int
+    images_per_class: int
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    val: float
+    test: float
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["medmnist", "folder", "synthetic"]
+    medmnist: MedmnistParams
+    folder: FolderParams
+    synthetic: SyntheticParams
+    split: SplitParams
+    min_per_class: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class CnnParams:
+    image_size: int
+    filters: list[int]
+    dense_units: int
+    dropout: float
+
+
+@dataclass(frozen=True)
+class Resnet50Params:
+    image_size: int
+    weights: Optional[str]
+    dense_units: int
+    dropout: float
+
+
+@dataclass(frozen=True)
+class ModelsParams:
+    cnn: CnnParams
+    resnet50: Resnet50Params
+
+
+@dataclass(frozen=True)
+class EarlyStoppingParams:
+    monitor: Literal["val_loss", "val_accuracy"]
+    patience: int
+    restore_best_weights: bool
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    early_stopping: EarlyStoppingParams
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Params:
+    model: Literal["cnn", "resnet50"]
+    seed: int
+    data: DataParams
+    models: ModelsParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    @property
+    def model_params(self) -> CnnParams | Resnet50Params:
+        return getattr(self.models, self.model)
+
+    @property
+    def image_size(self) -> int:
+        return self.model_params.image_size
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate params.yaml; `overrides` maps dotted keys to values (as `dvc exp run -S`)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the project root or pass the path") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: dict, source: str = "params") -> Params:
+    params = _build(Params, raw, source)
+    _check_values(params)
+    return params
+
+
+def _set_dotted(raw: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def _build(cls, raw, where: str):
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), fields, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+        raise ParamsError(f"{where}: unknown key '{key}'{hint}")
+    missing = [name for name in fields if name not in raw]
+    if missing:
+        raise ParamsError(f"{where}: missing key '{missing[0]}' (every knob must be set in params.yaml)")
+    return cls(**{name: _coerce(hints[name], raw[name], f"{where}.{name}") for name in fields})
+
+
+def _coerce(hint, value, where: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is Literal:
+        return _coerce_choice(args, value, where)
+    if origin is typing.Union:  # Optional[str]: YAML null, or the words none/null
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(args[0], value, where)
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise ParamsError(f"{where}: expected a non-empty list, got {value!r}")
+        return [_coerce(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    return _coerce_scalar(hint, value, where)
+
+
+def _coerce_choice(choices, value, where: str):
+    for choice in choices:
+        if value == choice or (isinstance(choice, int) and str(value) == str(choice)):
+            return choice
+    listed = ", ".join(str(c) for c in choices)
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ParamsError(f"{where}: '{value}' is not one of: {listed}{hint}")
+
+
+def _coerce_scalar(kind, value, where: str):
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParamsError(f"{where}: expected true or false, got {value!r}")
+    if isinstance(value, bool) or value is None:
+        raise ParamsError(f"{where}: expected {kind.__name__}, got {value!r}")
+    try:
+        if kind is int:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:  # PyYAML reads `1e-5` (written by `dvc exp run -S`) as a string
+            return float(value)
+    except (TypeError, ValueError):
+        raise ParamsError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    return str(value)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ParamsError(message)
+
+
+def _check_values(p: Params) -> None:
+    _require(p.seed >= 0, "seed: must be >= 0")
+    d = p.data
+    _require(d.synthetic.num_classes >= 2, "data.synthetic.num_classes: need at least 2 classes")
+    _require(d.synthetic.images_per_class >= 3,
+             "data.synthetic.images_per_class: need at least 3 (one per split)")
+    _require(0 < d.split.val < 1 and 0 < d.split.test < 1,
+             "data.split.val and data.split.test: each must be between 0 and 1 (exclusive)")
+    _require(d.split.val + d.split.test < 1,
+             f"data.split: val + test = {d.split.val + d.split.test:g} leaves nothing to train on;"
+             " their sum must be below 1")
+    _require(d.min_per_class >= 1, "data.min_per_class: must be >= 1")
+    _require(d.workers >= 0, "data.workers: must be >= 0 (0 = one per CPU core)")
+    _require(16 <= p.models.cnn.image_size <= 512, "models.cnn.image_size: must be 16..512")
+    _require(32 <= p.models.resnet50.image_size <= 224,
+             "models.resnet50.image_size: must be 32..224 (ResNet50 needs at least 32 px)")
+    for name in MODEL_NAMES:
+        m = getattr(p.models, name)
+        _require(m.dense_units >= 1, f"models.{name}.dense_units: must be >= 1")
+        _require(0 <= m.dropout < 1, f"models.{name}.dropout: must be in [0, 1)")
+    _require(all(f >= 1 for f in p.models.cnn.filters), "models.cnn.filters: each must be >= 1")
+    t = p.train
+    _require(t.epochs >= 1, f"train.epochs: must be >= 1, got {t.epochs}")
+    _require(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
+    _require(t.learning_rate > 0, f"train.learning_rate: must be > 0, got {t.learning_rate}")
+    _require(t.early_stopping.patience >= 0, "train.early_stopping.patience: must be >= 0")
+    _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
