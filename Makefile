@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Stage commands say `python`: run them with the project's environment.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
 DEMO_PARAMS := -S data.source=synthetic -S model=cnn
 
 .PHONY: setup demo test test-slow clean
@@ -24,7 +27,7 @@ demo: setup
 	@git checkout -- params.yaml
 	@git ls-files --error-unmatch dvc.lock >/dev/null 2>&1 && git checkout -- dvc.lock || rm -f dvc.lock
 	@echo; echo "== Metrics of the demo run (synthetic shapes, not skin images) =="
-	@$(BIN)/dvc metrics show
+	@$(BIN)/dvc metrics show metrics/eval.json metrics/train.json
 	@$(BIN)/dvc plots show --out dvc_plots >/dev/null
 	@echo; echo "Figures:      plots/training_curves.png  plots/confusion_matrix.png"
 	@echo "Interactive:  dvc_plots/index.html   (dvc plots show)"

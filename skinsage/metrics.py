@@ -13,7 +13,7 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, class_names: lis
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
     return {
-        "loss": float(skm.log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
+        "loss": float(skm.log_loss(y_true, probs, labels=labels)),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(_balanced_accuracy(y_true, y_pred)),
         "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
