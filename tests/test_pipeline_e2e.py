@@ -1,0 +1,88 @@
+"""The real `dvc` commands on a throw-away copy of the project: tiny synthetic data, the CNN, 2 epochs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from dvc_project import TINY_SYNTHETIC, copy_project, dvc, set_params
+
+pytestmark = pytest.mark.e2e
+STAGES = ("prepare", "train", "evaluate", "plot")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project", TINY_SYNTHETIC)
+    result = dvc(project, "repro")
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in result.stdout
+    return project
+
+
+def test_every_declared_output_exists_with_expected_structure(project):
+    prepared = project / "data" / "prepared"
+    labels = json.loads((prepared / "labels.json").read_text())
+    assert labels["classes"] == ["synthetic_circle", "synthetic_square", "synthetic_triangle"]
+    assert labels["image_size"] == 28 and "synthetic" in labels["dataset"]
+    total = 0
+    for split in ("train", "val", "test"):
+        with np.load(prepared / f"{split}.npz") as npz:
+            assert npz["images"].dtype == np.uint8 and npz["images"].shape[1:] == (28, 28, 3)
+            assert set(npz["labels"]) == {0, 1, 2}  # stratified: every class in every split
+            total += len(npz["labels"])
+    assert total == 90
+
+    assert (project / "models" / "model.keras").stat().st_size > 0
+    history = list(csv.DictReader((project / "metrics" / "history.csv").open()))
+    assert [int(row["epoch"]) for row in history] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert 0 <= evaluation["accuracy"] <= 1 and 0 <= evaluation["balanced_accuracy"] <= 1
+    assert evaluation["loss"] > 0
+    confusion = json.loads((project / "metrics" / "confusion.json").read_text())
+    assert confusion["classes"] == labels["classes"]
+    with np.load(prepared / "test.npz") as npz:
+        assert np.asarray(confusion["matrix"]).sum() == len(npz["labels"])
+    predictions = list(csv.DictReader((project / "metrics" / "predictions.csv").open()))
+    assert len(predictions) == np.asarray(confusion["matrix"]).sum()
+    assert {row["actual"] for row in predictions} == set(labels["classes"])
+
+    for png in ("training_curves.png", "confusion_matrix.png"):
+        assert (project / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(STAGES) <= set(lock["stages"])
+
+
+def test_second_repro_runs_nothing(project):
+    result = dvc(project, "repro")
+    assert "Running stage" not in result.stdout
+    assert dvc(project, "status").stdout.strip().startswith("Data and pipelines are up to date")
+
+
+def test_evaluate_param_change_does_not_retrain(project):
+    set_params(project, {"evaluate.batch_size": 7})
+    result = dvc(project, "repro")
+    assert "Running stage 'evaluate'" in result.stdout
+    assert "Running stage 'train'" not in result.stdout
+    assert "Running stage 'prepare'" not in result.stdout
+
+
+def test_experiment_changing_image_size_reprepares_and_retrains(project):
+    from dvc_project import git
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "baseline run")
+    result = dvc(project, "exp", "run", "-S", "models.cnn.image_size=32")
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in result.stdout
+    labels = json.loads((project / "data" / "prepared" / "labels.json").read_text())
+    assert labels["image_size"] == 32
+
+    diff = dvc(project, "metrics", "diff").stdout
+    assert "metrics/eval.json" in diff and "accuracy" in diff
+    show = dvc(project, "exp", "show", "--no-pager", "--csv").stdout
+    header = show.splitlines()[0]
+    assert "accuracy" in header and "models.cnn.image_size" in header
