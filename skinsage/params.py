@@ -101,6 +101,8 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
+    bootstrap: int   # stratified bootstrap resamples for 95% CIs; 0 = no CIs
+    ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
 
 
 @dataclass(frozen=True)
@@ -245,3 +247,5 @@ def _check_values(p: Params) -> None:
     _require(t.learning_rate > 0, f"train.learning_rate: must be > 0, got {t.learning_rate}")
     _require(t.early_stopping.patience >= 0, "train.early_stopping.patience: must be >= 0")
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
+    _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
+    _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")

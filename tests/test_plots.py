@@ -1,0 +1,153 @@
+"""The plot stage: every figure and the model card from evaluate's files, and the real DVC commands."""
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from skinsage.dataset import PreparedData, Split, count_summary, save_prepared
+from skinsage.evaluation import write_evaluation
+from skinsage.fileio import write_json
+from skinsage.figures import PLOT_FILES, best_epoch, read_history_rows, render_all
+from skinsage.metrics import confusion, evaluate_predictions
+from skinsage.params import load_params
+from skinsage.plots import pixel_size, select_examples
+
+DERMA_NAMES = ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+               "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
+               "vascular lesions"]
+SHAPES = ["circle", "square", "triangle", "cross"]
+PNG_KINDS = ("training_curves", "confusion_matrix", "roc_pr_curves", "reliability_diagram", "test_examples")
+
+
+def fake_run(root, class_names, dataset, per_class=8, phases=False):
+    """What prepare, train and evaluate leave behind, without TensorFlow: random images, noisy
+    probabilities that favour the true class, a short history."""
+    rng = np.random.default_rng(0)
+    n = len(class_names)
+    splits = {}
+    for name in ("train", "val", "test"):
+        labels = np.repeat(np.arange(n), per_class)
+        splits[name] = Split(rng.integers(0, 256, (len(labels), 28, 28, 3), dtype=np.uint8), labels)
+    data = PreparedData(class_names, dataset, 28, splits)
+    save_prepared(root / "data" / "prepared", data, extra_info={"source": "test"})
+    metrics_dir = root / "metrics"
+    write_json(metrics_dir / "data.json", {"splits": count_summary(data)})
+    y = splits["test"].labels
+    logits = rng.normal(size=(len(y), n)) + 1.5 * np.eye(n)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    test = evaluate_predictions(y, probs, class_names, bootstrap=20, seed=0)
+    val = evaluate_predictions(y, probs, class_names)
+    write_evaluation(metrics_dir, test, val, confusion(y, probs.argmax(1), class_names), y, probs,
+                     class_names)
+    columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"] + (["phase"] if phases else [])
+    with open(metrics_dir / "history.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for epoch in range(1, 7):
+            row = [epoch, 1.5 / epoch, 0.4 + 0.05 * epoch, 1.6 / epoch + 0.02 * epoch, 0.35 + 0.04 * epoch]
+            writer.writerow(row + (["head" if epoch <= 3 else "fine_tune"] if phases else []))
+    write_json(metrics_dir / "train.json", {"epochs_run": 6, "best_epoch": 5, "stopped_early": False})
+    return load_params("params.yaml", {"evaluate.bootstrap": 20})
+
+
+@pytest.mark.parametrize("class_names, dataset", [
+    (SHAPES, "synthetic shapes (4 classes, generated, not skin images)"),
+    (DERMA_NAMES, "MedMNIST dermamnist (28 px, official split)"),
+])
+def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path, class_names, dataset):
+    params = fake_run(tmp_path, class_names, dataset, phases=len(class_names) == 7)
+    render_all(params, tmp_path / "data" / "prepared", tmp_path / "metrics", tmp_path / "plots")
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(PLOT_FILES)
+    for kind in PNG_KINDS:
+        with Image.open(tmp_path / "plots" / f"{kind}.png") as image:
+            assert image.format == "PNG" and image.mode == "RGBA"
+            assert image.size == pixel_size(kind, len(class_names)), kind
+            assert image.size[0] >= 700 and image.size[1] >= 450
+            image.load()  # decodes fully: not truncated
+
+    card = (tmp_path / "plots" / "report.md").read_text()
+    evaluation = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    for heading in ("## Data", "## Model and parameters", "## Results", "## Figures", "## Intended use",
+                    "## Limits of the data"):
+        assert heading in card
+    assert "Not for clinical decisions" in card
+    for kind in PNG_KINDS:
+        assert f"]({kind}.png)" in card
+    ci = evaluation["ci95"]["accuracy"]
+    assert f"| Accuracy | {evaluation['accuracy']:.3f} | {ci['low']:.3f} – {ci['high']:.3f} |" in card
+    assert all(name.replace("_", " ") in card for name in class_names)
+    assert "`train.learning_rate`" in card and "`evaluate.bootstrap` | `20`" in card
+    if len(class_names) == 7:
+        assert "HAM10000" in card and "CC BY-NC 4.0" in card and "Dermatoscopic images only" in card
+    else:
+        assert "generated shapes, not skin images" in card and "HAM10000" not in card
+
+
+def test_history_with_a_phase_column_is_read_as_numbers_and_text(tmp_path):
+    fake_run(tmp_path, SHAPES, "x", phases=True)
+    rows = read_history_rows(tmp_path / "metrics" / "history.csv")
+    assert rows[0]["epoch"] == 1 and isinstance(rows[0]["loss"], float)
+    assert [row["phase"] for row in rows] == ["head"] * 3 + ["fine_tune"] * 3
+    assert best_epoch({"best_epoch": 5}, rows) == 5
+    assert best_epoch({}, rows) == int(np.argmin([r["val_loss"] for r in rows])) + 1
+
+
+def test_example_grid_shows_most_confident_mistakes_and_fills_rows():
+    predictions = [{"index": i, "actual": "a", "predicted": p, "confidence": c}
+                   for i, (p, c) in enumerate([("b", 0.6), ("b", 0.9), ("a", 0.7), ("c", 0.8),
+                                               ("b", 0.5), ("a", 0.95)])]
+    predictions.append({"index": 6, "actual": "b", "predicted": "a", "confidence": 0.99})
+    rows = select_examples(predictions, ["a", "b", "c"], per_row=4, seed=0)
+    assert [p["index"] for p in rows[0][2:]] == [1, 3]  # the two most confident of four mistakes
+    assert {p["index"] for p in rows[0][:2]} == {2, 5}  # both correct ones
+    assert [p["index"] for p in rows[1]] == [6] and rows[2] == []
+    assert select_examples(predictions, ["a", "b", "c"], 4, seed=0) == rows  # seeded
+
+
+# --- the real `dvc repro` / `dvc plots show` on a throw-away copy -----------------------------------
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    from dvc_project import TINY_SYNTHETIC, copy_project, dvc
+    project = copy_project(tmp_path_factory.mktemp("plots") / "project",
+                           {**TINY_SYNTHETIC, "evaluate.bootstrap": 50})
+    dvc(project, "repro")
+    return project
+
+
+def _declared(stage: dict, section: str) -> list[str]:
+    return [next(iter(item)) if isinstance(item, dict) else item for item in stage.get(section, [])]
+
+
+@pytest.mark.e2e
+def test_dvc_repro_writes_every_declared_evaluate_and_plot_output(repro):
+    pipeline = yaml.safe_load((repro / "dvc.yaml").read_text())
+    for stage in ("evaluate", "plot"):
+        for section in ("outs", "metrics", "plots"):
+            for path in _declared(pipeline["stages"][stage], section):
+                assert (repro / path).is_file() and (repro / path).stat().st_size > 0, path
+    summary = json.loads((repro / "metrics" / "eval.json").read_text())
+    assert {"ci95", "val", "auc_macro_ovr", "ece", "brier", "cohen_kappa", "top2_accuracy"} <= set(summary)
+    for kind in PNG_KINDS:
+        with Image.open(repro / "plots" / f"{kind}.png") as image:
+            assert image.size == pixel_size(kind, 3)
+
+
+@pytest.mark.e2e
+def test_dvc_plots_show_renders_every_plot(repro, tmp_path):
+    from dvc_project import dvc
+    dvc(repro, "plots", "show", "--out", str(tmp_path / "html"))
+    html = (tmp_path / "html" / "index.html").read_text()
+    pipeline = yaml.safe_load((repro / "dvc.yaml").read_text())
+    names = [path for stage in pipeline["stages"].values() for path in _declared(stage, "plots")]
+    names += [next(iter(item)) for item in pipeline["plots"]]
+    for name in names:
+        assert name in html or re.sub(r"[^a-zA-Z0-9]", "_", name) in html, name
+    assert len(list((tmp_path / "html" / "static").glob("*.png"))) == len(PNG_KINDS)
+    shown = dvc(repro, "metrics", "show", "--json").stdout
+    assert "metrics/per_class.json" in shown and "synthetic_circle" in shown
