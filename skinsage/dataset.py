@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SkinSageError
-from .fileio import atomic_path, read_json, write_json
+from .fileio import read_json, write_json, write_npz
 
 SPLITS = ("train", "val", "test")
 
@@ -54,8 +54,7 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int,
 def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | None = None) -> None:
     out_dir = Path(out_dir)
     for name, split in data.splits.items():
-        with atomic_path(out_dir / f"{name}.npz") as tmp:
-            np.savez(tmp, images=split.images, labels=split.labels)
+        write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels)
     write_json(out_dir / "labels.json", {"classes": data.class_names, "dataset": data.dataset,
                                          "image_size": data.image_size, **(extra_info or {})})
 

@@ -30,18 +30,28 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if path.stat().st_size == 0:
+                raise ImageError(f"{path}: empty file (0 bytes)")
             with Image.open(path) as image:
                 image.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster
                 return to_model_input(image, size)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{path}: too large to decode safely ({err})") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+    except OSError as err:
+        if err.errno is not None:  # the file system's error (symlink loop, I/O error), not Pillow's
+            raise ImageError(f"{path}: cannot read file ({err.strerror})") from None
+        raise ImageError(f"{path}: corrupt or truncated image ({err})") from None
+    except (SyntaxError, ValueError) as err:  # corrupt data
         raise ImageError(f"{path}: corrupt or truncated image ({err})") from None
 
 

@@ -5,6 +5,7 @@ Unreadable files are skipped and reported with the reason; nothing outside the r
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -15,8 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SkinSageError
-from ..images import ImageError, load_image
+from ..images import ImageError, is_image_name, load_image
 from . import RawDataset
+
+
+OS_CLUTTER = {"thumbs.db", "desktop.ini", "icon\r"}  # plus hidden files (.DS_Store, ._*.jpg)
 
 
 class FolderError(SkinSageError, ValueError):
@@ -25,12 +29,12 @@ class FolderError(SkinSageError, ValueError):
 
 def load_folder(root: str | Path, size: int, workers: int = 0) -> RawDataset:
     root = Path(root)
-    class_dirs = list_class_dirs(root)
-    files, skipped = [], []
+    class_dirs, skipped = list_class_dirs(root)
+    files = []
     for label, class_dir in enumerate(class_dirs):
-        found, outside = _walk_files(class_dir, root.resolve())
+        found, not_read = _walk_files(class_dir, Path(os.path.realpath(root)))
         files += [(path, label) for path in found]
-        skipped += [(str(path), "symlink pointing outside the dataset folder") for path in outside]
+        skipped += not_read
     images, labels, paths = [], [], []
     decode = partial(_decode, size=size)
     with _pool(workers) as pool:
@@ -48,45 +52,85 @@ def load_folder(root: str | Path, size: int, workers: int = 0) -> RawDataset:
         class_names=[d.name for d in class_dirs],
         images={"all": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)},
         labels={"all": np.asarray(labels, dtype=np.int64)},
-        skipped=skipped,
+        skipped=sorted(skipped),
         paths={"all": paths},
     )
 
 
-def list_class_dirs(root: Path) -> list[Path]:
+def list_class_dirs(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Class folders sorted by name, and the symlinked ones skipped because they leave `root`."""
     if not root.exists():
         raise FolderError(f"data.folder.path: {root} does not exist")
     if not root.is_dir():
         raise FolderError(f"data.folder.path: {root} is not a folder")
-    class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                        key=lambda d: d.name)
+    real_root = Path(os.path.realpath(root))
+    class_dirs, skipped = [], []
+    for entry in sorted(root.iterdir(), key=lambda d: d.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue  # hidden folders and loose files at the top level are not classes
+        problem = _link_problem(entry, real_root)
+        if problem:
+            skipped.append((str(entry), problem))
+        else:
+            class_dirs.append(entry)
     if len(class_dirs) < 2:
         raise FolderError(f"data.folder.path: {root} needs one sub-folder per class (at least 2), "
                           f"found {len(class_dirs)}")
-    return class_dirs
+    return class_dirs, skipped
 
 
-def _walk_files(class_dir: Path, root: Path) -> tuple[list[Path], list[Path]]:
-    """Files under class_dir, sorted; symlinks that leave `root` are returned separately."""
-    inside, outside = [], []
+def _walk_files(class_dir: Path, root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Regular files under class_dir (any depth), sorted, and what was skipped with the reason.
+
+    Symlinked files are read only when they resolve inside `root`; symlinked folders are never
+    followed (no loops, no escapes) but reported. OS clutter and hidden files are ignored silently.
+    """
+    files, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(class_dir):  # does not follow symlinked folders
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                skipped.append((os.path.join(dirpath, name), "symlinked folder (not followed)"))
         for name in sorted(filenames):
-            if name.startswith(".") or name == "Thumbs.db":
+            if name.startswith(".") or name.lower() in OS_CLUTTER:
                 continue
             path = Path(dirpath) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                outside.append(path)
+            problem = _link_problem(path, root) or _not_regular(path)
+            if problem:
+                skipped.append((str(path), problem))
             else:
-                inside.append(path)
-    return inside, outside
+                files.append(path)
+    return files, skipped
+
+
+def _link_problem(path: Path, root: Path) -> str | None:
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(root):
+        return "symlink pointing outside the dataset folder"
+    try:
+        target.stat()
+    except OSError as err:
+        return "symlink loop" if err.errno == errno.ELOOP else "broken symlink"
+    return None
+
+
+def _not_regular(path: Path) -> str | None:
+    """FIFOs, sockets and devices: opening one could block forever."""
+    return None if path.is_file() else "not a regular file"
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
     try:
         return load_image(path, size), None
     except ImageError as err:
-        return None, str(err).removeprefix(f"{path}: ")
+        reason = str(err).removeprefix(f"{path}: ")
+        if reason.startswith("not an image") and not is_image_name(path):
+            reason = f"not an image ({path.suffix or 'no'} file extension)"
+        return None, reason
+    except Exception as err:  # noqa: BLE001  one odd file must not stop a dataset of thousands
+        return None, f"could not decode ({type(err).__name__}: {err})"
 
 
 class _Serial:

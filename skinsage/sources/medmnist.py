@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
-import os
+import sys
 import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SkinSageError
+from ..fileio import atomic_path
 from ..images import resize_array
 from ..params import MEDMNIST_SIZES, MedmnistParams
 from . import RawDataset
@@ -89,40 +93,51 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
-    """Download `url` to `dest` unless a copy with the right MD5 is there; never keep a bad file."""
+    """Download `url` to `dest` unless a copy with the right MD5 is there; never keep a bad file.
+
+    The download goes to a hidden temporary file beside `dest` and is renamed only once its MD5
+    matches: an interrupted or corrupt download never sits under the final name. A later run
+    starts it again from scratch.
+    """
+    stale = None
     if dest.exists():
-        if md5sum(dest) == md5:
+        actual = md5sum(dest)
+        if actual == md5:
             return dest
-        print(f"{dest} does not match the expected MD5 {md5}: downloading it again")
+        stale = f"{dest} has MD5 {actual}, expected {md5} (corrupt, truncated or another version)"
+        print(f"{stale}: downloading it again", file=sys.stderr)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + ".part")
-        _download(url, partial, timeout)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise MedmnistError(_offline_message(url, dest, md5, err)) from None
-    actual = md5sum(partial)
-    if actual != md5:
-        partial.unlink()
-        raise MedmnistError(f"downloaded {url} but its MD5 is {actual}, expected {md5}; the file was "
-                            "discarded. Try again, or download it by hand (see below).\n"
-                            + _offline_message(url, dest, md5, None))
-    os.replace(partial, dest)
+        with atomic_path(dest) as partial:
+            with open(partial, "wb") as out:
+                _download(url, out, timeout)
+            actual = md5sum(partial)
+            if actual != md5:
+                raise MedmnistError(f"downloaded {url} but its MD5 is {actual}, expected {md5}; the "
+                                    "file was discarded. Try again, or download it by hand (see "
+                                    "below).\n" + _offline_message(url, dest, md5, None))
+    except PermissionError as err:
+        raise MedmnistError(f"data.medmnist.path: cannot write to {dest.parent} ({err.strerror}); "
+                            "make it writable or choose another folder.\n"
+                            + _offline_message(url, dest, md5, None)) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        if isinstance(err, OSError) and not isinstance(err, urllib.error.URLError) \
+                and err.filename is not None:  # the file system refused, not the network
+            raise MedmnistError(f"data.medmnist.path: cannot write {dest} ({err.strerror}).\n"
+                                + _offline_message(url, dest, md5, None)) from None
+        prefix = f"{stale}, and " if stale else ""
+        raise MedmnistError(prefix + _offline_message(url, dest, md5, err)) from None
     return dest
 
 
-def _download(url: str, partial: Path, timeout: float) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {partial.stem}") as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-            if total is not None and out.tell() != total:
-                raise OSError(f"connection closed after {out.tell()} of {total} bytes")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+def _download(url: str, out, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}") as bar:
+            while block := response.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
+        if total is not None and out.tell() != total:
+            raise OSError(f"connection closed after {out.tell()} of {total} bytes")
 
 
 def _offline_message(url: str, dest: Path, md5: str, err: Exception | None) -> str:
@@ -138,9 +153,12 @@ def read_npz(path: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[
     if not path.exists():
         raise MedmnistError(f"{path}: no such file (data.medmnist.path)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array (.npy), not an archive of named arrays")
+        with loaded as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise MedmnistError(f"{path}: not a readable .npz file ({err})") from None
     expected = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
     missing = [key for key in expected if key not in arrays]
