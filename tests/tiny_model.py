@@ -1,0 +1,69 @@
+"""Shared by test_predict.py and test_cli.py: a tiny random-weight model saved exactly as `train`
+saves it (real metadata), and generated image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from skinsage.dataset import PreparedData
+from skinsage.modelfile import save_model
+from skinsage.params import load_params
+from skinsage.training import model_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 16
+CLASSES = ["benign keratosis", "melanocytic nevi", "melanoma"]
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+
+
+def tiny_params(**overrides):
+    values = {"model": "cnn", "models.cnn.image_size": SIZE, "models.cnn.filters": [4, 8],
+              "models.cnn.dense_units": 8, "data.workers": 1, **overrides}
+    return load_params(ROOT / "params.yaml", overrides=values)
+
+
+def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0) -> Path:
+    import keras
+
+    from skinsage.models import build_cnn
+
+    params = tiny_params()
+    keras.utils.set_random_seed(seed)
+    model = build_cnn(len(classes), params.model_params)
+    data = PreparedData(class_names=list(classes), dataset="generated test images", image_size=SIZE,
+                        splits={})
+    summary = {"epochs_run": 1, "best_epoch": 1, "stopped_early": False, "best_val_loss": 1.1,
+               "best_val_accuracy": 0.4, "train_seconds": 0.1}
+    save_model(model, path, model_metadata(params, data, summary))
+    return path
+
+
+def noise(seed: int, shape=(24, 30, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def save(image: Image.Image, path: Path, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+def exif_rotated(path: Path, seed: int | None = None) -> Path:
+    """Stored landscape, red left / blue right, EXIF orientation 6: displayed rotated 90° clockwise."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20], pixels[:, 20:] = RED, BLUE
+    if seed is not None:  # a little noise makes each copy distinct
+        pixels = np.clip(pixels.astype(int) + noise(seed, pixels.shape) // 16, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    return save(image, path, exif=exif, quality=95)
+
+
+def truncated_jpeg(path: Path) -> Path:
+    data = save(Image.fromarray(noise(9, (64, 64, 3))), path, quality=90).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
