@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .fileio import write_text
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# `phase`: train (the CNN), head (ResNet50, frozen backbone) or fine_tune; epochs continue across phases
+HISTORY_COLUMNS = ("epoch", *METRIC_COLUMNS, "phase")
 
 
 def write_history(path: str | Path, rows: list[dict]) -> None:
@@ -20,6 +22,12 @@ def write_history(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_history(path: str | Path) -> list[dict]:
+    """Rows with `epoch` as int, metrics as float, `phase` as text (histories without one: no key)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        return [{k: _value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _value(key: str, text: str):
+    if key == "epoch":
+        return int(text)
+    return text if key == "phase" else float(text)

@@ -70,11 +70,19 @@ class CnnParams:
 
 
 @dataclass(frozen=True)
+class FineTuneParams:
+    epochs: int          # 0 = keep the backbone frozen (head phase only)
+    unfreeze: str        # how many top residual blocks (1..16), or the name of the first layer to train
+    learning_rate: float
+
+
+@dataclass(frozen=True)
 class Resnet50Params:
     image_size: int
     weights: Optional[str]
     dense_units: int
     dropout: float
+    fine_tune: FineTuneParams
 
 
 @dataclass(frozen=True)
@@ -91,10 +99,24 @@ class EarlyStoppingParams:
 
 
 @dataclass(frozen=True)
+class AugmentParams:
+    flip: bool           # random horizontal and vertical flips
+    rotate90: bool       # random rotation by a multiple of 90 degrees
+    brightness: float    # max brightness shift as a fraction of 255; 0 = off
+    contrast: float      # max contrast change factor; 0 = off
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip or self.rotate90 or self.brightness > 0 or self.contrast > 0
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int
     batch_size: int
     learning_rate: float
+    class_weight: Literal["none", "balanced"]
+    augment: AugmentParams
     early_stopping: EarlyStoppingParams
 
 
@@ -246,6 +268,19 @@ def _check_values(p: Params) -> None:
     _require(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
     _require(t.learning_rate > 0, f"train.learning_rate: must be > 0, got {t.learning_rate}")
     _require(t.early_stopping.patience >= 0, "train.early_stopping.patience: must be >= 0")
+    for name in ("brightness", "contrast"):
+        _require(0 <= getattr(t.augment, name) < 1, f"train.augment.{name}: must be in [0, 1) (0 = off)")
+    _check_fine_tune(p.models.resnet50.fine_tune)
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")
+
+
+def _check_fine_tune(f: FineTuneParams) -> None:
+    """Layer names are checked against the built model (skinsage.transfer); counts here."""
+    _require(f.epochs >= 0, "models.resnet50.fine_tune.epochs: must be >= 0 (0 = no fine-tuning)")
+    _require(f.learning_rate > 0, "models.resnet50.fine_tune.learning_rate: must be > 0")
+    _require(bool(f.unfreeze.strip()), "models.resnet50.fine_tune.unfreeze: a block count or a layer name")
+    if f.unfreeze.strip().lstrip("-").isdigit():
+        _require(1 <= int(f.unfreeze) <= 16, "models.resnet50.fine_tune.unfreeze: ResNet50 has 16 "
+                 f"residual blocks; give 1..16 (3 = the conv5 stage), got {f.unfreeze}")

@@ -1,4 +1,5 @@
-"""Training: one seed for everything, tf.data input, early stopping, a history per epoch."""
+"""Training: one seed for everything, tf.data input, early stopping, a history per epoch
+(ResNet50's two phases are in transfer.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,14 @@ import hashlib
 import json
 import os
 import random
-import time
 from dataclasses import asdict
 
 import numpy as np
 
-from .dataset import PreparedData, tf_dataset
-from .history import HISTORY_COLUMNS
+from .dataset import PreparedData
+from .fitting import PhaseResult, best_index, class_weights, fit_phase, image_datasets
+from .history import METRIC_COLUMNS
 from .params import Params
-
-
 
 
 def seed_everything(seed: int) -> None:
@@ -37,45 +36,75 @@ def params_hash(params: Params) -> str:
 
 def train_model(params: Params, data: PreparedData):
     """Build and fit the selected model; returns (model, history rows, summary dict)."""
-    import keras
-
     from .models import build_model
 
     seed_everything(params.seed)
     t = params.train
     model = build_model(params.model, len(data.class_names), params.model_params)
-    model.compile(optimizer=keras.optimizers.Adam(t.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train = tf_dataset(data.splits["train"], t.batch_size, shuffle=True, seed=params.seed)
-    val = tf_dataset(data.splits["val"], t.batch_size)
-    stopper = keras.callbacks.EarlyStopping(
-        monitor=t.early_stopping.monitor, patience=t.early_stopping.patience,
-        restore_best_weights=t.early_stopping.restore_best_weights, verbose=1)
-    start = time.perf_counter()
-    fit = model.fit(train, validation_data=val, epochs=t.epochs, callbacks=[stopper], verbose=2)
-    seconds = time.perf_counter() - start
-    history = _history_rows(fit.history)
-    summary = _summary(history, stopper, t.early_stopping.monitor, seconds)
-    return model, history, summary
+    weights = class_weights(data.splits["train"].labels, t.class_weight)
+    if weights:
+        print("class weights (balanced): " + ", ".join(
+            f"{data.class_names[c]} {w:.3f}" for c, w in weights.items()), flush=True)
+    if params.model == "resnet50":
+        from .transfer import train_resnet50
+
+        phases = train_resnet50(model, params, data, weights)
+        model = _without_optimizer(model)
+    else:
+        phases = [_train_cnn(model, params, data, weights)]
+    history = history_rows(phases)
+    return model, history, _summary(history, phases, t.early_stopping.monitor)
 
 
-def _history_rows(history: dict) -> list[dict]:
-    epochs = len(history["loss"])
-    return [{"epoch": i + 1, **{k: float(history[k][i]) for k in HISTORY_COLUMNS[1:]}}
-            for i in range(epochs)]
+def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) -> PhaseResult:
+    from .augment import describe
+
+    t = params.train
+    if t.augment.enabled:
+        print(f"augmentation on: {describe(t.augment)}", flush=True)
+    train, val = image_datasets(params, data)
+    return fit_phase("train", model, train, val, epochs=t.epochs, learning_rate=t.learning_rate,
+                     early_stopping=t.early_stopping, class_weight=weights)
 
 
-def _summary(history: list[dict], stopper, monitor: str, seconds: float) -> dict:
-    values = [row[monitor] for row in history]
-    best = int(np.argmin(values) if monitor.endswith("loss") else np.argmax(values))
-    return {
+def _without_optimizer(model):
+    """An uncompiled copy with the same weights: the saved file carries no optimizer state (after
+    fine-tuning, Adam's moments for the backbone would add ~100 MB)."""
+    import keras
+
+    if getattr(model, "optimizer", None) is None:
+        return model
+    copy = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def history_rows(phases: list[PhaseResult]) -> list[dict]:
+    """One row per epoch; epochs continue across phases, `phase` names each row's phase."""
+    rows = []
+    for phase in phases:
+        for i in range(phase.epochs_run):
+            rows.append({"epoch": len(rows) + 1, "phase": phase.name,
+                         **{k: float(phase.history[k][i]) for k in METRIC_COLUMNS}})
+    return rows
+
+
+def _summary(history: list[dict], phases: list[PhaseResult], monitor: str) -> dict:
+    best = best_index([row[monitor] for row in history], monitor)
+    summary = {
         "epochs_run": len(history),
         "best_epoch": best + 1,
-        "stopped_early": bool(stopper.stopped_epoch),
+        "stopped_early": any(phase.stopped_early for phase in phases),
         "best_val_loss": history[best]["val_loss"],
         "best_val_accuracy": history[best]["val_accuracy"],
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(sum(phase.seconds for phase in phases), 1),
     }
+    if phases[0].name != "train":  # ResNet50 (head, fine_tune): per-phase figures
+        summary["best_phase"] = history[best]["phase"]
+        summary.update({f"{phase.name}_epochs_run": phase.epochs_run for phase in phases})
+        for phase in phases:
+            summary.update(phase.notes)
+    return summary
 
 
 def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:

@@ -1,0 +1,86 @@
+"""One training phase: compile, fit with early stopping, keep what the history and summary need."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .params import EarlyStoppingParams, Params
+
+
+@dataclass
+class PhaseResult:
+    name: str                 # "train" (the CNN), "head" (frozen backbone) or "fine_tune"
+    history: dict             # Keras History.history: metric -> one value per epoch
+    stopped_early: bool
+    seconds: float
+    notes: dict = field(default_factory=dict)  # extra summary entries, e.g. feature caching
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
+
+def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float,
+              early_stopping: EarlyStoppingParams, class_weight: dict | None) -> PhaseResult:
+    """Adam + sparse cross-entropy; early stopping restores the phase's best weights if asked."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=early_stopping.monitor, patience=early_stopping.patience,
+        restore_best_weights=early_stopping.restore_best_weights, verbose=1)
+    start = time.perf_counter()
+    fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper],
+                    class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
+    return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
+
+
+def best_index(values, monitor: str) -> int:
+    """The first best epoch (0-based), as EarlyStopping picks it: lowest loss or highest accuracy,
+    never a NaN (a diverged epoch); the first epoch if all are NaN."""
+    values = np.asarray(values, dtype=float)
+    if np.isnan(values).all():
+        return 0
+    return int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
+
+
+def is_better(value: float, than: float, monitor: str) -> bool:
+    return value < than if monitor.endswith("loss") else value > than
+
+
+def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
+    """`balanced`: n_samples / (n_classes * count), scikit-learn's rule, over the classes present."""
+    if mode == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(w) for c, w in zip(present, weights)}
+
+
+def arrays_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
+                   seed: int = 0):
+    """Batches of in-memory arrays (e.g. cached features), shuffled per epoch with a fixed seed."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def image_datasets(params: Params, data):
+    """uint8 image batches: training (shuffled per epoch, augmented if `train.augment` asks) and
+    validation (never augmented)."""
+    from .augment import augment_dataset
+    from .dataset import tf_dataset
+
+    t = params.train
+    train = tf_dataset(data.splits["train"], t.batch_size, shuffle=True, seed=params.seed)
+    val = tf_dataset(data.splits["val"], t.batch_size)
+    return augment_dataset(train, t.augment, params.seed), val

@@ -1,0 +1,206 @@
+"""Training knobs shared by both models: class weights, augmentation, the phased history, params;
+and one real `dvc exp run` of the ResNet50 path."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from skinsage import augment, training
+from skinsage.dataset import PreparedData, Split
+from skinsage.fitting import best_index, class_weights
+from skinsage.history import read_history, write_history
+from skinsage.params import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+AUG_OFF = {"flip": False, "rotate90": False, "brightness": 0.0, "contrast": 0.0}
+
+
+def params(**overrides):
+    return load_params(ROOT / "params.yaml", overrides=overrides)
+
+
+def augment_params(**on):
+    return params(**{f"train.augment.{k}": v for k, v in {**AUG_OFF, **on}.items()}).train.augment
+
+
+def batches(images: np.ndarray, p, seed: int = 0, epochs: int = 1) -> list[np.ndarray]:
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images)))).batch(4)
+    ds = augment.augment_dataset(ds, p, seed)
+    out = []
+    for _ in range(epochs):
+        x, y = zip(*[(a.numpy(), b.numpy()) for a, b in ds])
+        assert np.array_equal(np.concatenate(y), np.arange(len(images)))  # labels untouched, in order
+        out.append(np.concatenate(x))
+    return out
+
+
+def noise(n: int = 8, size: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def dihedral(image: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips/rotations of a square image."""
+    rotations = [np.rot90(image, k) for k in range(4)]
+    return rotations + [np.fliplr(r) for r in rotations]
+
+
+# --- class weights ---------------------------------------------------------------------------
+
+def test_balanced_class_weights_are_scikit_learns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.array([0] * 67 + [1] * 11 + [2] * 22)
+    weights = class_weights(labels, "balanced")
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert list(weights) == [0, 1, 2]
+    np.testing.assert_allclose(list(weights.values()), expected)
+    np.testing.assert_allclose(weights[1], 100 / (3 * 11))
+    assert class_weights(labels, "none") is None
+
+
+def tiny_cnn_data(labels_train) -> PreparedData:
+    rng = np.random.default_rng(0)
+
+    def split(labels):
+        labels = np.asarray(labels, np.int64)
+        x = rng.integers(0, 256, (len(labels), 16, 16, 3), dtype=np.uint8)
+        x[labels == 1] //= 4
+        return Split(x, labels)
+    return PreparedData(["a", "b"], "generated", 16, {"train": split(labels_train), "val": split([0, 0, 1, 1])})
+
+
+CNN = {"model": "cnn", "models.cnn.image_size": 16, "models.cnn.filters": [4], "models.cnn.dense_units": 8,
+       "train.epochs": 1, "train.batch_size": 8}
+
+
+def test_cnn_gets_class_weights_and_augmentation_when_asked(monkeypatch, capsys):
+    seen = {}
+    fit_phase, augment_dataset = training.fit_phase, augment.augment_dataset
+
+    def spy_fit(*args, **kwargs):
+        seen["class_weight"] = kwargs["class_weight"]
+        return fit_phase(*args, **kwargs)
+
+    def spy_augment(ds, p, seed):
+        seen["augment"] = (p.flip, p.rotate90, seed)
+        return augment_dataset(ds, p, seed)
+    monkeypatch.setattr(training, "fit_phase", spy_fit)
+    monkeypatch.setattr(augment, "augment_dataset", spy_augment)
+    data = tiny_cnn_data([0] * 12 + [1] * 4)
+
+    _, _, plain = training.train_model(params(**CNN), data)
+    assert seen["class_weight"] is None and seen["augment"] == (False, False, 42)
+    _, history, weighted = training.train_model(
+        params(**CNN, **{"train.class_weight": "balanced", "train.augment.flip": True}), data)
+    assert seen["class_weight"] == {0: 16 / 24, 1: 16 / 8} and seen["augment"] == (True, False, 42)
+    assert "class weights (balanced): a 0.667, b 2.000" in capsys.readouterr().out
+    assert [row["phase"] for row in history] == ["train"]
+    assert set(weighted) == set(plain) == {"epochs_run", "best_epoch", "stopped_early", "best_val_loss",
+                                           "best_val_accuracy", "train_seconds"}  # the CNN's summary as before
+
+
+# --- augmentation ----------------------------------------------------------------------------
+
+def test_no_augmentation_leaves_the_dataset_alone():
+    ds = tf.data.Dataset.from_tensor_slices((noise(), np.arange(8))).batch(4)
+    p = augment_params()
+    assert not p.enabled and augment.augment_dataset(ds, p, 0) is ds
+
+
+def test_flips_and_rotations_are_exact_new_each_epoch_and_seeded():
+    images = noise(n=16)
+    p = augment_params(flip=True, rotate90=True)
+    first, second = batches(images, p, seed=3, epochs=2)
+    assert first.dtype == np.uint8 and first.shape == images.shape
+    for original, a, b in zip(images, first, second):  # lossless: one of the 8 orientations
+        assert any(np.array_equal(a, d) for d in dihedral(original))
+        assert any(np.array_equal(b, d) for d in dihedral(original))
+    assert not np.array_equal(first, second)  # new draws every epoch
+    assert not all(np.array_equal(a, o) for a, o in zip(first, images))
+    again = batches(images, p, seed=3, epochs=2)
+    assert np.array_equal(again[0], first) and np.array_equal(again[1], second)  # same seed, same draws
+    assert not np.array_equal(batches(images, p, seed=4)[0], first)
+
+
+def test_rotate90_alone_rotates_without_flipping():
+    images = noise(n=16)
+    (out,) = batches(images, augment_params(rotate90=True), seed=1)
+    turns = [next(k for k in range(4) if np.array_equal(o, np.rot90(i, k))) for i, o in zip(images, out)]
+    assert len(set(turns)) > 1
+    assert np.array_equal(augment.RandomRotate90(seed=0)(images, training=False), images)
+
+
+def test_brightness_and_contrast_jitter_stays_small_and_in_range():
+    images = np.full((16, 6, 6, 3), 128, np.uint8)
+    images[:, :3] = 100
+    (bright,) = batches(images, augment_params(brightness=0.1), seed=0)
+    shift = bright.astype(float).mean(axis=(1, 2, 3)) - images.astype(float).mean(axis=(1, 2, 3))
+    assert bright.dtype == np.uint8 and np.abs(shift).max() <= 0.1 * 255 + 1 and np.abs(shift).max() > 0
+    (contrast,) = batches(images, augment_params(contrast=0.2), seed=0)
+    spread = contrast[:, 3:].astype(float).mean(axis=(1, 2, 3)) - contrast[:, :3].astype(float).mean(axis=(1, 2, 3))
+    assert np.all((spread >= 28 * 0.8 - 1) & (spread <= 28 * 1.2 + 1)) and len(set(spread.round(3))) > 1
+
+
+# --- history and params ----------------------------------------------------------------------
+
+def test_history_keeps_the_phase_column_and_reads_old_files(tmp_path):
+    rows = [{"epoch": 1, "phase": "head", "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4},
+            {"epoch": 2, "phase": "fine_tune", "loss": 0.8, "accuracy": 0.6, "val_loss": 0.9, "val_accuracy": 0.5}]
+    write_history(tmp_path / "history.csv", rows)
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,phase"
+    assert read_history(tmp_path / "history.csv") == rows
+    (tmp_path / "old.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,1.0,0.5,1.1,0.4\n")
+    assert read_history(tmp_path / "old.csv") == [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1,
+                                                   "val_accuracy": 0.4}]
+
+
+def test_best_epoch_skips_diverged_epochs():
+    assert best_index([0.9, float("nan"), 0.5, 0.7], "val_loss") == 2
+    assert best_index([0.2, float("nan"), 0.5], "val_accuracy") == 2
+    assert best_index([float("nan")] * 2, "val_loss") == 0
+
+
+def test_defaults_keep_the_old_behaviour_and_bad_values_are_explained():
+    p = params()
+    assert p.train.class_weight == "none" and not p.train.augment.enabled
+    assert p.models.resnet50.fine_tune.epochs == 0 and p.models.resnet50.image_size == 224
+    assert params(**{"models.resnet50.fine_tune.unfreeze": 3}).models.resnet50.fine_tune.unfreeze == "3"
+    bad = {"models.resnet50.fine_tune.unfreeze": 17, "models.resnet50.fine_tune.epochs": -1,
+           "models.resnet50.fine_tune.learning_rate": 0, "train.augment.brightness": 1.0,
+           "train.augment.contrast": -0.1, "train.class_weight": "balance", "models.resnet50.image_size": 16}
+    for key, value in bad.items():
+        with pytest.raises(ParamsError, match=key.split(".", 1)[1] if key != "train.class_weight" else "balanced"):
+            params(**{key: value})
+
+
+# --- the real pipeline -----------------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
+    from dvc_project import copy_project, dvc
+
+    project = copy_project(tmp_path / "project", {"data.workers": 1, "evaluate.bootstrap": 20})
+    result = dvc(project, "exp", "run", "-S", "data.source=synthetic", "-S", "model=resnet50",
+                 "-S", "models.resnet50.weights=null", "-S", "models.resnet50.image_size=32",
+                 "-S", "train.epochs=1", "-S", "data.synthetic.images_per_class=12")
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in result.stdout
+    assert "feature caching: backbone features of" in result.stdout
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    assert train["epochs_run"] == 1 and train["feature_caching"] is True and train["best_phase"] == "head"
+    history = list(csv.DictReader((project / "metrics" / "history.csv").open()))
+    assert [(row["epoch"], row["phase"]) for row in history] == [("1", "head")]
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert 0 <= evaluation["accuracy"] <= 1 and evaluation["loss"] > 0
+
+    from skinsage.modelfile import load_model
+    model, metadata = load_model(project / "models" / "model.keras")
+    assert {"classes", "image_size", "model", "dataset", "params_hash", "params", "train_summary"} <= set(metadata)
+    assert metadata["model"] == "resnet50" and metadata["image_size"] == 32 and len(metadata["classes"]) == 4
+    assert model.input.shape == (None, 32, 32, 3) and model.output.shape == (None, 4)
