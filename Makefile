@@ -29,7 +29,9 @@ demo: setup
 	@echo; echo "== Metrics of the demo run (synthetic shapes, not skin images) =="
 	@$(BIN)/dvc metrics show metrics/eval.json metrics/train.json
 	@$(BIN)/dvc plots show --out dvc_plots >/dev/null
-	@echo; echo "Figures:      plots/training_curves.png  plots/confusion_matrix.png"
+	@echo; echo "Figures:      plots/training_curves.png  plots/confusion_matrix.png  plots/roc_pr_curves.png"
+	@echo "              plots/reliability_diagram.png  plots/test_examples.png"
+	@echo "Model card:   plots/report.md"
 	@echo "Interactive:  dvc_plots/index.html   (dvc plots show)"
 	@echo "Experiments:  $(BIN)/dvc exp show"
 	@echo "Model:        models/model.keras"

@@ -28,18 +28,24 @@ EVALUATION_FILES = ("eval.json", "per_class.json", "confusion.json", "prediction
                     "precision_recall.csv", "calibration.csv")
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(N, C) probabilities; `tta="flips"` averages those of the image and its horizontal, vertical
+    and double flips (lesions have no canonical orientation)."""
+    variants = [images]
+    if tta == "flips":
+        variants += [images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]]
+    probs = np.mean([np.asarray(model.predict(np.ascontiguousarray(v), batch_size=batch_size, verbose=0),
+                                dtype=np.float64) for v in variants], axis=0)
     return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
 def evaluate_split(model, split: Split, class_names: list[str], batch_size: int, *,
-                   bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS):
+                   bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS, tta: str = "none"):
     """(metrics dict, confusion dict, (N, C) probabilities) for one labelled split.
 
     The metrics dict is `evaluate_predictions`' (scalars, optional "ci95", "per_class").
     """
-    probs = predict_probabilities(model, split.images, batch_size)
+    probs = predict_probabilities(model, split.images, batch_size, tta)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     return metrics, confusion(split.labels, probs.argmax(axis=1), class_names), probs

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .params import EarlyStoppingParams, Params
+from .params import EarlyStoppingParams, Params, TrainParams
 
 
 @dataclass
@@ -24,11 +24,13 @@ class PhaseResult:
 
 
 def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float,
-              early_stopping: EarlyStoppingParams, class_weight: dict | None) -> PhaseResult:
-    """Adam + sparse cross-entropy; early stopping restores the phase's best weights if asked."""
+              early_stopping: EarlyStoppingParams, class_weight: dict | None,
+              optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant") -> PhaseResult:
+    """Adam(W) + sparse cross-entropy; early stopping restores the phase's best weights if asked."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    steps = epochs * _batches_per_epoch(train)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor=early_stopping.monitor, patience=early_stopping.patience,
@@ -37,6 +39,29 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper],
                     class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
     return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
+
+
+def training_args(t: TrainParams) -> dict:
+    """fit_phase's keyword arguments from `train` params (class weights aside)."""
+    return dict(epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
+                optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule)
+
+
+def _batches_per_epoch(ds) -> int:
+    count = int(ds.cardinality().numpy())
+    return count if count > 0 else sum(1 for _ in ds)  # unknown cardinality: count once
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float, schedule: str, total_steps: int):
+    """Adam or AdamW; `cosine` decays the learning rate to 0 over all steps of `epochs`."""
+    import keras
+
+    rate = learning_rate
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, int(total_steps)))
+    if name == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
+    return keras.optimizers.Adam(rate)
 
 
 def best_index(values, monitor: str) -> int:
@@ -53,13 +78,16 @@ def is_better(value: float, than: float, monitor: str) -> bool:
 
 
 def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
-    """`balanced`: n_samples / (n_classes * count), scikit-learn's rule, over the classes present."""
+    """`balanced`: n_samples / (n_classes * count), scikit-learn's rule, over the classes present;
+    `sqrt`: the square root of that."""
     if mode == "none":
         return None
     from sklearn.utils.class_weight import compute_class_weight
 
     present = np.unique(labels)
     weights = compute_class_weight("balanced", classes=present, y=labels)
+    if mode == "sqrt":  # halfway (in log terms) between no weighting and balanced
+        weights = np.sqrt(weights)
     return {int(c): float(w) for c, w in zip(present, weights)}
 
 

@@ -41,8 +41,12 @@ def load_model(path: str | Path):
     """(model, metadata); safe mode: nothing in the file can run code."""
     import keras
 
-    from . import models  # noqa: F401  registers SkinSage's custom layers
+    from . import logit_adjustment, models  # noqa: F401  register SkinSage's custom layers
 
     metadata = read_metadata(path)
-    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:  # noqa: BLE001  Keras raises many kinds; the user needs the reason
+        raise ModelFileError(f"{path}: cannot load it as a Keras model ({type(err).__name__}: "
+                             f"{str(err).strip()[:500]})") from None
     return model, metadata

@@ -64,7 +64,10 @@ class DataParams:
 @dataclass(frozen=True)
 class CnnParams:
     image_size: int
-    filters: list[int]
+    filters: list[int]     # one conv + max-pool block per entry
+    batch_norm: bool       # BatchNormalization after each conv (before ReLU)
+    stem_stride: int       # stride of the first conv: 2 quarters the compute at >= 64 px
+    pooling: Literal["flatten", "average"]  # flatten (the seed) | global average pooling
     dense_units: int
     dropout: float
 
@@ -111,18 +114,37 @@ class AugmentParams:
 
 
 @dataclass(frozen=True)
+class LogitAdjustmentParams:
+    tau: Optional[str]   # None/0 = off, a number, or "auto" (chosen on the validation split)
+    objective: Literal["mean_accuracy", "balanced_accuracy"]  # what "auto" maximises
+
+    @property
+    def auto(self) -> bool:
+        return self.tau == "auto"
+
+    @property
+    def fixed_tau(self) -> float:
+        return 0.0 if self.tau is None or self.auto else float(self.tau)
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int
     batch_size: int
+    optimizer: Literal["adam", "adamw"]
     learning_rate: float
-    class_weight: Literal["none", "balanced"]
+    weight_decay: float  # adamw only
+    lr_schedule: Literal["constant", "cosine"]  # cosine: decays to 0 over `epochs`
+    class_weight: Literal["none", "balanced", "sqrt"]
     augment: AugmentParams
     early_stopping: EarlyStoppingParams
+    logit_adjustment: LogitAdjustmentParams
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
+    tta: Literal["none", "flips"]  # flips: average the predictions of the 4 flipped variants
     bootstrap: int   # stratified bootstrap resamples for 95% CIs; 0 = no CIs
     ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
 
@@ -262,12 +284,16 @@ def _check_values(p: Params) -> None:
         m = getattr(p.models, name)
         _require(m.dense_units >= 1, f"models.{name}.dense_units: must be >= 1")
         _require(0 <= m.dropout < 1, f"models.{name}.dropout: must be in [0, 1)")
-    _require(all(f >= 1 for f in p.models.cnn.filters), "models.cnn.filters: each must be >= 1")
+    _check_cnn(p.models.cnn)
     t = p.train
     _require(t.epochs >= 1, f"train.epochs: must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
     _require(t.learning_rate > 0, f"train.learning_rate: must be > 0, got {t.learning_rate}")
     _require(t.early_stopping.patience >= 0, "train.early_stopping.patience: must be >= 0")
+    _require(t.weight_decay >= 0, "train.weight_decay: must be >= 0")
+    _require(t.weight_decay == 0 or t.optimizer == "adamw",
+             "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")
+    _check_logit_adjustment(t.logit_adjustment)
     for name in ("brightness", "contrast"):
         _require(0 <= getattr(t.augment, name) < 1, f"train.augment.{name}: must be in [0, 1) (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
@@ -284,3 +310,22 @@ def _check_fine_tune(f: FineTuneParams) -> None:
     if f.unfreeze.strip().lstrip("-").isdigit():
         _require(1 <= int(f.unfreeze) <= 16, "models.resnet50.fine_tune.unfreeze: ResNet50 has 16 "
                  f"residual blocks; give 1..16 (3 = the conv5 stage), got {f.unfreeze}")
+
+
+def _check_cnn(c: CnnParams) -> None:
+    _require(all(f >= 1 for f in c.filters), "models.cnn.filters: each must be >= 1")
+    _require(c.stem_stride in (1, 2), "models.cnn.stem_stride: must be 1 or 2")
+    smallest = c.image_size // c.stem_stride // 2 ** len(c.filters)
+    _require(smallest >= 1, f"models.cnn: {len(c.filters)} pooling blocks (and stem_stride "
+             f"{c.stem_stride}) shrink {c.image_size} px images to nothing; use fewer filters entries "
+             "or a larger image_size")
+
+
+def _check_logit_adjustment(a: LogitAdjustmentParams) -> None:
+    if a.tau is None or a.auto:
+        return
+    try:
+        tau = float(a.tau)
+    except ValueError:
+        raise ParamsError(f"train.logit_adjustment.tau: '{a.tau}' is not a number, auto or null") from None
+    _require(0 <= tau <= 5, f"train.logit_adjustment.tau: must be in 0..5 (0 = off), got {tau:g}")

@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .dataset import PreparedData
-from .fitting import PhaseResult, best_index, class_weights, fit_phase, image_datasets
+from .fitting import PhaseResult, best_index, class_weights, fit_phase, image_datasets, training_args
 from .history import METRIC_COLUMNS
 from .params import Params
 
@@ -43,7 +43,7 @@ def train_model(params: Params, data: PreparedData):
     model = build_model(params.model, len(data.class_names), params.model_params)
     weights = class_weights(data.splits["train"].labels, t.class_weight)
     if weights:
-        print("class weights (balanced): " + ", ".join(
+        print(f"class weights ({t.class_weight}): " + ", ".join(
             f"{data.class_names[c]} {w:.3f}" for c, w in weights.items()), flush=True)
     if params.model == "resnet50":
         from .transfer import train_resnet50
@@ -53,7 +53,31 @@ def train_model(params: Params, data: PreparedData):
     else:
         phases = [_train_cnn(model, params, data, weights)]
     history = history_rows(phases)
-    return model, history, _summary(history, phases, t.early_stopping.monitor)
+    summary = _summary(history, phases, t.early_stopping.monitor)
+    model, adjustment = _adjust_logits(model, params, data)
+    return model, history, {**summary, **adjustment}
+
+
+def _adjust_logits(model, params: Params, data: PreparedData):
+    """Bake the post-hoc logit adjustment into the model; tau `auto` is chosen on validation."""
+    from .logit_adjustment import choose_tau, class_prior, with_adjustment
+
+    a = params.train.logit_adjustment
+    if a.tau is None or (not a.auto and a.fixed_tau == 0):
+        return model, {}
+    prior = class_prior(data.splits["train"].labels, len(data.class_names))
+    tau, record = a.fixed_tau, {}
+    if a.auto:
+        val = data.splits["val"]
+        probs = model.predict(val.images, batch_size=params.evaluate.batch_size, verbose=0)
+        tau, sweep = choose_tau(val.labels, probs, prior, a.objective)
+        before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
+        print(f"logit adjustment: tau {tau:g} maximises validation {a.objective} "
+              f"(accuracy {before['accuracy']:.3f} -> {chosen['accuracy']:.3f}, balanced accuracy "
+              f"{before['balanced_accuracy']:.3f} -> {chosen['balanced_accuracy']:.3f})", flush=True)
+        record = {"val_accuracy_adjusted": round(chosen["accuracy"], 4),
+                  "val_balanced_accuracy_adjusted": round(chosen["balanced_accuracy"], 4)}
+    return with_adjustment(model, prior, tau), {"logit_adjustment_tau": tau, **record}
 
 
 def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) -> PhaseResult:
@@ -63,8 +87,7 @@ def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) 
     if t.augment.enabled:
         print(f"augmentation on: {describe(t.augment)}", flush=True)
     train, val = image_datasets(params, data)
-    return fit_phase("train", model, train, val, epochs=t.epochs, learning_rate=t.learning_rate,
-                     early_stopping=t.early_stopping, class_weight=weights)
+    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t))
 
 
 def _without_optimizer(model):

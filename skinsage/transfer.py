@@ -11,7 +11,8 @@ import numpy as np
 
 from .augment import describe
 from .dataset import PreparedData
-from .fitting import PhaseResult, arrays_dataset, best_index, fit_phase, image_datasets, is_better
+from .fitting import (PhaseResult, arrays_dataset, best_index, fit_phase, image_datasets, is_better,
+                      training_args)
 from .models import FEATURES_LAYER, HEAD_LAYERS, ModelError
 from .params import Params
 
@@ -117,8 +118,7 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
 
 def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None) -> PhaseResult:
     t = params.train
-    fit_args = dict(epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
-                    class_weight=class_weight)
+    fit_args = dict(class_weight=class_weight, **training_args(t))
     if t.augment.enabled:
         print(f"augmentation on ({describe(t.augment)}): feature caching off for the head phase; "
               "every epoch runs the frozen backbone on new random variants", flush=True)

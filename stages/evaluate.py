@@ -20,9 +20,9 @@ def main() -> None:
     test = load_split("data/prepared", "test")
     test_metrics, matrix, probs = evaluate_split(model, test, classes, e.batch_size,
                                                  bootstrap=e.bootstrap, seed=params.seed,
-                                                 ece_bins=e.ece_bins)
+                                                 ece_bins=e.ece_bins, tta=e.tta)
     val_metrics, _, _ = evaluate_split(model, load_split("data/prepared", "val"), classes,
-                                       e.batch_size, ece_bins=e.ece_bins)
+                                       e.batch_size, ece_bins=e.ece_bins, tta=e.tta)
     write_evaluation("metrics", test_metrics, val_metrics, matrix, test.labels, probs, classes,
                      ece_bins=e.ece_bins)
     for name, metrics in (("test", test_metrics), ("val", val_metrics)):

@@ -159,7 +159,7 @@ def test_zip_with_metadata_but_no_keras_model(tmp_path):
     path = tmp_path / "fake.keras"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("skinsage.json", json.dumps({"classes": CLASSES, "image_size": SIZE}))
-    with pytest.raises(PredictError, match="cannot load it as a Keras model"):
+    with pytest.raises(ModelFileError, match="cannot load it as a Keras model"):
         Classifier.load(path)
 
 
@@ -172,7 +172,7 @@ def test_model_with_code_is_refused_by_safe_mode(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     path = tmp_path / "lambda.keras"
     save_model(model, path, {"classes": CLASSES, "image_size": SIZE})
-    with pytest.raises(PredictError, match="safe_mode"):
+    with pytest.raises(ModelFileError, match="safe_mode"):
         Classifier.load(path)
 
 

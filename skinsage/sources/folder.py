@@ -1,4 +1,5 @@
-"""A class-per-folder image dataset: <root>/<class name>/**/<image>.
+"""A class-per-folder image dataset: <root>/<class name>/**/<image>, or one with its own split:
+<root>/{train,val,test}/<class name>/**/<image>.
 
 Unreadable files are skipped and reported with the reason; nothing outside the root is read.
 """
@@ -27,37 +28,75 @@ class FolderError(SkinSageError, ValueError):
     """The folder cannot serve as a class-per-folder dataset."""
 
 
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
 def load_folder(root: str | Path, size: int, workers: int = 0) -> RawDataset:
+    """<root>/<class>/... (split later, stratified) or, when the dataset has a split of its own,
+    <root>/{train,val,test}/<class>/... (kept as given, e.g. split by patient or lesion)."""
     root = Path(root)
+    if split_folders(root):
+        return _load_own_split(root, size, workers)
     class_dirs, skipped = list_class_dirs(root)
-    files = []
-    for label, class_dir in enumerate(class_dirs):
+    images, labels, paths, not_read = _decode_classes(root, class_dirs, range(len(class_dirs)), size, workers)
+    return RawDataset(name=f"image folder {root.name}", class_names=[d.name for d in class_dirs],
+                      images={"all": images}, labels={"all": labels}, skipped=sorted(skipped + not_read),
+                      paths={"all": paths})
+
+
+def split_folders(root: Path) -> bool:
+    """True when the root's folders are exactly train, val and test."""
+    if not root.is_dir():
+        return False
+    names = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    return names == set(SPLIT_FOLDERS)
+
+
+def _load_own_split(root: Path, size: int, workers: int) -> RawDataset:
+    """Class names are the union over the splits (sorted); a class may be missing from val or test
+    but not from train."""
+    per_split = {name: list_class_dirs(root / name, min_classes=2 if name == "train" else 1)
+                 for name in SPLIT_FOLDERS}
+    class_names = sorted({d.name for dirs, _ in per_split.values() for d in dirs})
+    missing = sorted(set(class_names) - {d.name for d in per_split["train"][0]})
+    if missing:
+        raise FolderError(f"data.folder.path: {root}/train has no folder for class(es) "
+                          f"{', '.join(missing)} found in val/test; every class needs training images")
+    raw = RawDataset(name=f"image folder {root.name}", class_names=class_names, images={}, labels={})
+    for name, (class_dirs, skipped) in per_split.items():
+        labels = [class_names.index(d.name) for d in class_dirs]
+        images, raw.labels[name], raw.paths[name], not_read = _decode_classes(
+            root, class_dirs, labels, size, workers, desc=f"decode {root.name}/{name}")
+        raw.images[name] = images
+        raw.skipped += skipped + not_read
+    raw.skipped.sort()
+    return raw
+
+
+def _decode_classes(root: Path, class_dirs: list[Path], class_labels, size: int, workers: int,
+                    desc: str | None = None):
+    """Every image under the class folders: (images, labels, paths, skipped with reasons)."""
+    files, skipped = [], []
+    for label, class_dir in zip(class_labels, class_dirs):
         found, not_read = _walk_files(class_dir, Path(os.path.realpath(root)))
         files += [(path, label) for path in found]
         skipped += not_read
     images, labels, paths = [], [], []
-    decode = partial(_decode, size=size)
     with _pool(workers) as pool:
-        results = pool.map(decode, [path for path, _ in files], chunksize=32)
+        results = pool.map(partial(_decode, size=size), [path for path, _ in files], chunksize=32)
         for (path, label), (array, error) in tqdm(zip(files, results), total=len(files),
-                                                  desc=f"decode {root.name}", unit="img"):
+                                                  desc=desc or f"decode {root.name}", unit="img"):
             if error:
                 skipped.append((str(path), error))
             else:
                 images.append(array)
                 labels.append(label)
                 paths.append(str(path))
-    return RawDataset(
-        name=f"image folder {root.name}",
-        class_names=[d.name for d in class_dirs],
-        images={"all": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)},
-        labels={"all": np.asarray(labels, dtype=np.int64)},
-        skipped=sorted(skipped),
-        paths={"all": paths},
-    )
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return stacked, np.asarray(labels, dtype=np.int64), paths, skipped
 
 
-def list_class_dirs(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+def list_class_dirs(root: Path, min_classes: int = 2) -> tuple[list[Path], list[tuple[str, str]]]:
     """Class folders sorted by name, and the symlinked ones skipped because they leave `root`."""
     if not root.exists():
         raise FolderError(f"data.folder.path: {root} does not exist")
@@ -73,8 +112,8 @@ def list_class_dirs(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
             skipped.append((str(entry), problem))
         else:
             class_dirs.append(entry)
-    if len(class_dirs) < 2:
-        raise FolderError(f"data.folder.path: {root} needs one sub-folder per class (at least 2), "
+    if len(class_dirs) < min_classes:
+        raise FolderError(f"data.folder.path: {root} needs one sub-folder per class (at least {min_classes}), "
                           f"found {len(class_dirs)}")
     return class_dirs, skipped
 

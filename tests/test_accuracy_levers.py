@@ -1,0 +1,189 @@
+"""The accuracy levers of #7: CNN options, AdamW + cosine, sqrt class weights, post-hoc logit
+adjustment (baked into the saved model) and flip test-time augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from skinsage import training
+from skinsage.dataset import PreparedData, Split
+from skinsage.evaluation import predict_probabilities
+from skinsage.fitting import class_weights, make_optimizer
+from skinsage.logit_adjustment import LogitAdjustment, adjust, choose_tau, class_prior, with_adjustment
+from skinsage.modelfile import load_model, save_model
+from skinsage.models import build_cnn
+from skinsage.params import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params(**overrides):
+    return load_params(ROOT / "params.yaml", overrides=overrides)
+
+
+def layer_types(model) -> list[str]:
+    return [type(layer).__name__ for layer in model.layers]
+
+
+# --- CNN options -----------------------------------------------------------------------------
+
+def test_default_cnn_is_the_seed_architecture():
+    model = build_cnn(7, params(model="cnn").models.cnn)
+    kinds = layer_types(model)
+    assert kinds.count("Conv2D") == 3 and kinds.count("MaxPooling2D") == 3
+    assert "BatchNormalization" not in kinds and kinds.count("Flatten") == 1
+    assert [type(l).__name__ for l in model.layers if isinstance(l, keras.layers.Dense)] == ["Dense", "Dense"]
+    assert model.output_shape == (None, 7)
+
+
+def test_batch_norm_stride_and_average_pooling_options():
+    p = params(**{"models.cnn.image_size": 64, "models.cnn.filters": [8, 16, 16, 32],
+                  "models.cnn.batch_norm": True, "models.cnn.stem_stride": 2,
+                  "models.cnn.pooling": "average"}).models.cnn
+    model = build_cnn(3, p)
+    kinds = layer_types(model)
+    assert kinds.count("BatchNormalization") == 4 and kinds.count("ReLU") == 4
+    assert "GlobalAveragePooling2D" in kinds and "Flatten" not in kinds
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert convs[0].strides == (2, 2) and all(c.strides == (1, 1) for c in convs[1:])
+    assert not any(c.use_bias for c in convs)  # BatchNorm's shift replaces the bias
+    # 64 / 2 (stride) / 2**4 (pools) = 2: the last block's map is 2x2
+    pooled = model.get_layer(index=kinds.index("GlobalAveragePooling2D") - 1)
+    assert pooled.output.shape[1:3] == (2, 2)
+
+
+def test_too_many_blocks_for_the_image_size_is_refused():
+    with pytest.raises(ParamsError, match="shrink 28 px images to nothing"):
+        params(**{"models.cnn.filters": [8, 8, 8, 8, 8]})
+    with pytest.raises(ParamsError, match="stem_stride: must be 1 or 2"):
+        params(**{"models.cnn.stem_stride": 3})
+
+
+# --- optimiser, schedule, class weights ------------------------------------------------------
+
+def test_cosine_schedule_decays_to_zero_and_adamw_gets_weight_decay():
+    opt = make_optimizer("adamw", 1e-3, 1e-4, "cosine", total_steps=100)
+    assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == pytest.approx(1e-4)
+    schedule = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(0, abs=1e-9)
+    constant = make_optimizer("adam", 1e-3, 0.0, "constant", total_steps=100)
+    assert type(constant) is keras.optimizers.Adam and float(constant.learning_rate) == pytest.approx(1e-3)
+
+
+def test_weight_decay_needs_adamw():
+    with pytest.raises(ParamsError, match="only used by optimizer adamw"):
+        params(**{"train.weight_decay": 1e-4})
+
+
+def test_sqrt_class_weights_are_the_root_of_balanced():
+    labels = np.array([0] * 90 + [1] * 10)
+    balanced, sqrt = class_weights(labels, "balanced"), class_weights(labels, "sqrt")
+    assert balanced == pytest.approx({0: 100 / 180, 1: 100 / 20})
+    assert sqrt == pytest.approx({0: np.sqrt(100 / 180), 1: np.sqrt(5.0)})
+
+
+# --- logit adjustment ------------------------------------------------------------------------
+
+def test_adjustment_divides_by_prior_to_the_tau():
+    probs = np.array([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1]])
+    prior = np.array([0.8, 0.1, 0.1])
+    np.testing.assert_allclose(adjust(probs, prior, 0.0), probs)
+    out = adjust(probs, prior, 1.0)
+    expected = probs / prior
+    np.testing.assert_allclose(out, expected / expected.sum(axis=1, keepdims=True))
+    layer = LogitAdjustment(prior, 1.0)
+    np.testing.assert_allclose(np.asarray(layer(probs.astype("float32"))), out, rtol=1e-6)
+
+
+def test_class_prior_counts_training_labels_and_never_zero():
+    np.testing.assert_allclose(class_prior(np.array([0, 0, 0, 1]), 3), np.array([3, 1, 0.5]) / 4.5)
+
+
+def test_choose_tau_moves_toward_minority_recall_when_that_pays():
+    # class 1 is rare; its images get 0.4 for their class: only an adjusted model finds them
+    labels = np.array([0] * 8 + [1] * 2)
+    probs = np.array([[0.9, 0.1]] * 8 + [[0.6, 0.4]] * 2)
+    prior = np.array([0.8, 0.2])
+    tau, sweep = choose_tau(labels, probs, prior, "mean_accuracy")
+    assert sweep[0]["tau"] == 0 and sweep[0]["balanced_accuracy"] == 0.5 and sweep[0]["accuracy"] == 0.8
+    chosen = next(row for row in sweep if row["tau"] == tau)
+    assert chosen["accuracy"] == 1.0 and chosen["balanced_accuracy"] == 1.0
+    # the smallest tau that flips 0.6/0.4 but not 0.9/0.1: (0.6/0.8^t) < (0.4/0.2^t) -> t > 0.2925
+    assert tau == pytest.approx(0.3)
+    assert choose_tau(labels, np.array([[0.9, 0.1]] * 8 + [[0.1, 0.9]] * 2), prior, "mean_accuracy")[0] == 0.0
+
+
+def tiny_data() -> PreparedData:
+    rng = np.random.default_rng(0)
+
+    def split(n0, n1):
+        labels = np.array([0] * n0 + [1] * n1)
+        x = rng.integers(0, 256, (len(labels), 16, 16, 3), dtype=np.uint8)
+        x[labels == 1] //= 3  # darker: learnable
+        return Split(x, labels)
+    return PreparedData(["light", "dark"], "generated", 16, {"train": split(40, 8), "val": split(10, 4)})
+
+
+TINY_CNN = {"model": "cnn", "models.cnn.image_size": 16, "models.cnn.filters": [4], "models.cnn.dense_units": 8,
+            "train.epochs": 2, "train.batch_size": 16}
+
+
+def test_auto_tau_is_chosen_on_validation_and_saved_inside_the_model(tmp_path):
+    data = tiny_data()
+    model, _, summary = training.train_model(params(**TINY_CNN, **{"train.logit_adjustment.tau": "auto"}), data)
+    tau = summary["logit_adjustment_tau"]
+    assert 0 <= tau <= 3 and "val_balanced_accuracy_adjusted" in summary
+    assert isinstance(model.layers[-1], LogitAdjustment) and model.layers[-1].tau == tau
+    np.testing.assert_allclose(model.layers[-1].class_prior, [40 / 48, 8 / 48])
+    path = tmp_path / "model.keras"
+    save_model(model, path, {"classes": data.class_names, "image_size": 16, "model": "cnn"})
+    loaded, _ = load_model(path)  # safe mode: the registered layer, no code from the file
+    images = data.splits["val"].images
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_fixed_tau_is_applied_and_null_leaves_the_model_alone():
+    data = tiny_data()
+    plain, _, summary = training.train_model(params(**TINY_CNN), data)
+    assert "logit_adjustment_tau" not in summary and not isinstance(plain.layers[-1], LogitAdjustment)
+    adjusted, _, summary = training.train_model(params(**TINY_CNN, **{"train.logit_adjustment.tau": 1.5}), data)
+    assert summary["logit_adjustment_tau"] == 1.5
+    images = data.splits["val"].images
+    inner = keras.Model(adjusted.inputs, adjusted.layers[-2].output)
+    np.testing.assert_allclose(adjusted.predict(images, verbose=0),
+                               adjust(inner.predict(images, verbose=0), class_prior(data.splits["train"].labels, 2), 1.5),
+                               rtol=1e-5)
+
+
+def test_bad_tau_is_refused():
+    with pytest.raises(ParamsError, match="tau: 'often' is not a number"):
+        params(**{"train.logit_adjustment.tau": "often"})
+    with pytest.raises(ParamsError, match="tau: must be in 0..5"):
+        params(**{"train.logit_adjustment.tau": 9})
+
+
+# --- test-time augmentation ------------------------------------------------------------------
+
+class LeftColumnModel:
+    """Probability of class 1 = mean brightness of the left column: not flip invariant."""
+
+    def predict(self, images, batch_size=None, verbose=0):
+        p1 = images[:, :, 0, :].mean(axis=(1, 2)) / 255.0
+        return np.stack([1 - p1, p1], axis=1)
+
+
+def test_flip_tta_averages_the_four_flips():
+    images = np.random.default_rng(1).integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
+    model = LeftColumnModel()
+    plain = predict_probabilities(model, images, 4)
+    tta = predict_probabilities(model, images, 4, tta="flips")
+    left, right = images[:, :, 0].mean(axis=(1, 2)) / 255, images[:, :, -1].mean(axis=(1, 2)) / 255
+    np.testing.assert_allclose(plain[:, 1], left)
+    np.testing.assert_allclose(tta[:, 1], (left + right) / 2)  # vertical flips keep the column
+    np.testing.assert_allclose(tta.sum(axis=1), 1.0)
