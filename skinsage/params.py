@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ class DataParams:
 @dataclass(frozen=True)
 class CnnParams:
     image_size: int
-    filters: list[int]     # one conv + max-pool block per entry
+    filters: tuple[int, ...]  # one conv + max-pool block per entry (a tuple: params stay frozen)
     batch_norm: bool       # BatchNormalization after each conv (before ReLU)
     stem_stride: int       # stride of the first conv: 2 quarters the compute at >= 64 px
     pooling: Literal["flatten", "average"]  # flatten (the seed) | global average pooling
@@ -190,8 +191,11 @@ def params_from_dict(raw: dict, source: str = "params") -> Params:
 def _set_dotted(raw: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     node = raw
-    for key in parents:
+    for depth, key in enumerate(parents):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[:depth + 1])
+            raise ParamsError(f"override {dotted}: '{where}' is a value ({node!r}), not a section")
     node[leaf] = value
 
 
@@ -222,10 +226,10 @@ def _coerce(hint, value, where: str):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         return _coerce(args[0], value, where)
-    if origin is list:
-        if not isinstance(value, list) or not value:
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
             raise ParamsError(f"{where}: expected a non-empty list, got {value!r}")
-        return [_coerce(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return tuple(_coerce(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
     return _coerce_scalar(hint, value, where)
 
 
@@ -248,14 +252,20 @@ def _coerce_scalar(kind, value, where: str):
         raise ParamsError(f"{where}: expected {kind.__name__}, got {value!r}")
     try:
         if kind is int:
+            if isinstance(value, int):
+                return value
             number = float(value)
             if not number.is_integer():
                 raise ValueError
             return int(number)
         if kind is float:  # PyYAML reads `1e-5` (written by `dvc exp run -S`) as a string
-            return float(value)
+            number = float(value)
     except (TypeError, ValueError):
         raise ParamsError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    if kind is float:
+        if not math.isfinite(number):
+            raise ParamsError(f"{where}: must be a finite number, got {value!r}")
+        return number
     return str(value)
 
 
@@ -265,7 +275,7 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _check_values(p: Params) -> None:
-    _require(p.seed >= 0, "seed: must be >= 0")
+    _require(0 <= p.seed < 2**32, f"seed: must be in 0..{2**32 - 1} (NumPy's range), got {p.seed}")
     d = p.data
     _require(d.synthetic.num_classes >= 2, "data.synthetic.num_classes: need at least 2 classes")
     _require(d.synthetic.images_per_class >= 3,

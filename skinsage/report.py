@@ -75,7 +75,7 @@ def _flatten(d: dict, prefix: str) -> dict:
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}.{key}"))
         else:
-            flat[f"{prefix}.{key}"] = value
+            flat[f"{prefix}.{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
 
 

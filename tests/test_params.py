@@ -73,8 +73,8 @@ def _assert_typed(key, value, hint):
         assert type(value) is type(next(a for a in args if a == value)), key
     elif origin in (typing.Union, types.UnionType):  # Optional[str]
         assert value is None or isinstance(value, str), key
-    elif origin is list:
-        assert isinstance(value, list) and value and all(type(v) is args[0] for v in value), key
+    elif origin is tuple:  # tuple[int, ...]: lists in YAML become tuples (params stay frozen)
+        assert isinstance(value, tuple) and value and all(type(v) is args[0] for v in value), key
     else:
         assert type(value) is hint, (key, type(value), hint)  # bool is not an int here, int not a float
 
@@ -95,7 +95,7 @@ def test_repository_params_load_with_every_value_typed_and_as_written():
         elif isinstance(written, (int, float)) or isinstance(value, (int, float)):
             assert float(value) == pytest.approx(float(written)), key  # e.g. learning_rate written 1e-3
         else:
-            assert value == written, key
+            assert (list(value) if isinstance(value, tuple) else value) == written, key
     assert type(params.seed) is int and type(params.train.learning_rate) is float
     assert type(params.train.early_stopping.restore_best_weights) is bool
     assert params.model in MODEL_NAMES and params.image_size == params.model_params.image_size
@@ -218,7 +218,7 @@ def test_whole_numbers_as_strings_or_floats_become_ints():
     ("train.batch_size", -1, "train.batch_size: must be >= 1, got -1"),
     ("train.learning_rate", 0, "train.learning_rate: must be > 0, got 0.0"),
     ("train.learning_rate", "-1e-3", "train.learning_rate: must be > 0, got -0.001"),
-    ("seed", -1, "seed: must be >= 0"),
+    ("seed", -1, "seed: must be in 0..4294967295"),
     ("evaluate.batch_size", 0, "evaluate.batch_size: must be >= 1"),
     ("data.min_per_class", 0, "data.min_per_class: must be >= 1"),
     ("data.workers", -2, "data.workers: must be >= 0"),
@@ -357,11 +357,8 @@ def test_params_are_frozen_after_validation():
         assert cls.__dataclass_params__.frozen, cls
 
 
-# --- bugs found while writing these tests (fix, then drop the xfail) --------------------------
+# --- bugs found while writing these tests, now fixed ---------------------------------------
 
-@pytest.mark.xfail(reason="models.cnn.filters is a list inside a 'frozen' dataclass: it can be changed "
-                   "after validation (and makes Params unhashable); it should be a tuple",
-                   raises=pytest.fail.Exception, strict=True)
 def test_filters_cannot_be_changed_after_validation():
     params = load_params(PARAMS, {"model": "cnn"})
     try:
@@ -371,23 +368,16 @@ def test_filters_cannot_be_changed_after_validation():
     pytest.fail(f"filters changed after validation: {params.models.cnn.filters}")
 
 
-@pytest.mark.xfail(reason="seed is only checked >= 0; a seed >= 2**32 passes load_params, then "
-                   "training's np.random.seed raises a bare ValueError (traceback, after prepare ran)",
-                   raises=pytest.fail.Exception, strict=True)
 def test_seed_beyond_numpy_range_is_refused_at_load():
     with pytest.raises(ParamsError, match="seed"):
         load_params(PARAMS, {"seed": 2**32})
 
 
-@pytest.mark.xfail(reason="train.learning_rate (and weight_decay) accept .inf: only > 0 / >= 0 is "
-                   "checked, not finiteness", raises=pytest.fail.Exception, strict=True)
 def test_infinite_learning_rate_is_refused():
     with pytest.raises(ParamsError, match="train.learning_rate"):
         load_params(PARAMS, {"train.learning_rate": float("inf")})
 
 
-@pytest.mark.xfail(reason="an override through a scalar (e.g. seed.x=1) raises TypeError from "
-                   "_set_dotted instead of a ParamsError", raises=TypeError, strict=True)
 def test_override_below_a_scalar_is_a_params_error():
     with pytest.raises(ParamsError, match="seed"):
         load_params(PARAMS, {"seed.x": 1})
