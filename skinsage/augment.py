@@ -67,3 +67,33 @@ def augment_dataset(ds, p: AugmentParams, seed: int):
         return tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), "uint8"), labels
 
     return ds.map(transform).prefetch(tf.data.AUTOTUNE)
+
+
+def one_hot_dataset(ds, num_classes: int):
+    """(images, class indices) -> (images, one-hot float labels), for losses that need them."""
+    import tensorflow as tf
+
+    return ds.map(lambda x, y: (x, tf.one_hot(tf.cast(tf.reshape(y, [-1]), "int32"), num_classes)))
+
+
+def mixup_dataset(ds, alpha: float, seed: int):
+    """Mixup (Zhang et al., 2018): each input and its one-hot label mixed with another of the batch,
+    weight ~ Beta(alpha, alpha). uint8 images stay uint8 (rounded), as the model expects; float
+    inputs (ResNet50's cached features) are mixed as they are."""
+    import tensorflow as tf
+
+    seeds = keras.random.SeedGenerator(seed + 10)
+
+    def mix(images, labels):
+        n = tf.shape(images)[0]
+        weight = keras.random.beta((n,), alpha, alpha, seed=seeds)
+        partner = keras.random.shuffle(tf.range(n), seed=seeds)
+        x = tf.cast(images, "float32")
+        w = tf.reshape(weight, tf.concat([[-1], tf.ones([tf.rank(x) - 1], "int32")], axis=0))
+        mixed = w * x + (1 - w) * tf.gather(x, partner)
+        labels = weight[:, None] * labels + (1 - weight[:, None]) * tf.gather(labels, partner)
+        if images.dtype.is_integer:
+            mixed = tf.round(mixed)
+        return tf.cast(mixed, images.dtype), labels
+
+    return ds.map(mix).prefetch(tf.data.AUTOTUNE)

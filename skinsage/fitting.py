@@ -25,13 +25,26 @@ class PhaseResult:
 
 def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float,
               early_stopping: EarlyStoppingParams, class_weight: dict | None,
-              optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant") -> PhaseResult:
-    """Adam(W) + sparse cross-entropy; early stopping restores the phase's best weights if asked."""
+              optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant",
+              loss: str = "cross_entropy", label_smoothing: float = 0.0, mixup: float = 0.0,
+              seed: int = 0) -> PhaseResult:
+    """Adam(W) + cross-entropy (sparse labels unless smoothing, focal loss or mixup need one-hot
+    ones); early stopping restores the phase's best weights if asked."""
     import keras
 
     steps = epochs * _batches_per_epoch(train)
+    loss_fn = "sparse_categorical_crossentropy"
+    if loss != "cross_entropy" or label_smoothing > 0 or mixup > 0:
+        from .augment import mixup_dataset, one_hot_dataset
+
+        classes = model.output_shape[-1]
+        train, val = one_hot_dataset(train, classes), one_hot_dataset(val, classes)
+        if mixup > 0:
+            train = mixup_dataset(train, mixup, seed)
+        kind = keras.losses.CategoricalFocalCrossentropy if loss == "focal" else keras.losses.CategoricalCrossentropy
+        loss_fn = kind(label_smoothing=label_smoothing)
     model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss=loss_fn, metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor=early_stopping.monitor, patience=early_stopping.patience,
         restore_best_weights=early_stopping.restore_best_weights, verbose=1)
@@ -41,10 +54,11 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
 
 
-def training_args(t: TrainParams) -> dict:
+def training_args(t: TrainParams, seed: int) -> dict:
     """fit_phase's keyword arguments from `train` params (class weights aside)."""
-    return dict(epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
-                optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule)
+    return dict(seed=seed, epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
+                optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
+                loss=t.loss, label_smoothing=t.label_smoothing, mixup=t.mixup)
 
 
 def _batches_per_epoch(ds) -> int:

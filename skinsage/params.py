@@ -137,6 +137,9 @@ class TrainParams:
     weight_decay: float  # adamw only
     lr_schedule: Literal["constant", "cosine"]  # cosine: decays to 0 over `epochs`
     class_weight: Literal["none", "balanced", "sqrt"]
+    loss: Literal["cross_entropy", "focal"]
+    label_smoothing: float
+    mixup: float         # Beta(alpha, alpha) mixing of training image pairs; 0 = off
     augment: AugmentParams
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
@@ -304,6 +307,8 @@ def _check_values(p: Params) -> None:
     _require(t.weight_decay == 0 or t.optimizer == "adamw",
              "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")
     _check_logit_adjustment(t.logit_adjustment)
+    _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
+    _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
     for name in ("brightness", "contrast"):
         _require(0 <= getattr(t.augment, name) < 1, f"train.augment.{name}: must be in [0, 1) (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)

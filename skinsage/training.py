@@ -87,7 +87,7 @@ def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) 
     if t.augment.enabled:
         print(f"augmentation on: {describe(t.augment)}", flush=True)
     train, val = image_datasets(params, data)
-    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t))
+    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed))
 
 
 def _without_optimizer(model):

@@ -108,8 +108,8 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
     print(f"fine-tuning {len(to_unfreeze)} backbone layers from '{to_unfreeze[0].name}' up "
           f"(BatchNorm frozen), learning rate {tune.learning_rate:g}", flush=True)
     train, val = image_datasets(params, data)
-    fine = fit_phase("fine_tune", model, train, val, epochs=tune.epochs, learning_rate=tune.learning_rate,
-                     early_stopping=es, class_weight=class_weight)
+    fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, **{
+        **training_args(params.train, params.seed), "epochs": tune.epochs, "learning_rate": tune.learning_rate})
     if best_head_weights is not None and not _improved(fine, head, es.monitor):
         print(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights", flush=True)
         model.set_weights(best_head_weights)
@@ -118,7 +118,7 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
 
 def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None) -> PhaseResult:
     t = params.train
-    fit_args = dict(class_weight=class_weight, **training_args(t))
+    fit_args = dict(class_weight=class_weight, **training_args(t, params.seed))
     if t.augment.enabled:
         print(f"augmentation on ({describe(t.augment)}): feature caching off for the head phase; "
               "every epoch runs the frozen backbone on new random variants", flush=True)

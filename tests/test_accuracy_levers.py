@@ -187,3 +187,44 @@ def test_flip_tta_averages_the_four_flips():
     np.testing.assert_allclose(plain[:, 1], left)
     np.testing.assert_allclose(tta[:, 1], (left + right) / 2)  # vertical flips keep the column
     np.testing.assert_allclose(tta.sum(axis=1), 1.0)
+
+
+# --- losses and mixup ------------------------------------------------------------------------
+
+def test_mixup_mixes_images_and_labels_with_the_same_weight():
+    import tensorflow as tf
+
+    from skinsage.augment import mixup_dataset, one_hot_dataset
+
+    images = np.zeros((8, 4, 4, 3), np.uint8)
+    images[:4] = 200  # class 0 bright, class 1 black
+    labels = np.array([0] * 4 + [1] * 4)
+    ds = one_hot_dataset(tf.data.Dataset.from_tensor_slices((images, labels)).batch(8), 2)
+    x, y = next(iter(mixup_dataset(ds, 0.4, seed=1)))
+    x, y = x.numpy(), y.numpy()
+    assert x.dtype == np.uint8 and y.shape == (8, 2)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+    # brightness is 200 * (weight of class 0): the label says the same, up to rounding
+    np.testing.assert_allclose(x[:, 0, 0, 0] / 200.0, y[:, 0], atol=0.5 / 200 + 1e-6)
+    assert not np.all((y == 0) | (y == 1))  # some are really mixed
+    features = tf.data.Dataset.from_tensor_slices((np.ones((8, 5), np.float32) * labels[:, None], labels))
+    fx, fy = next(iter(mixup_dataset(one_hot_dataset(features.batch(8), 2), 0.4, seed=1)))
+    np.testing.assert_allclose(fx.numpy()[:, 0], fy.numpy()[:, 1], rtol=1e-5)  # floats mixed exactly
+
+
+@pytest.mark.parametrize("overrides", [{"train.label_smoothing": 0.1}, {"train.loss": "focal"},
+                                       {"train.mixup": 0.2, "train.class_weight": "balanced"}])
+def test_one_hot_losses_train_and_report_sparse_accuracy(overrides):
+    data = tiny_data()
+    model, history, _ = training.train_model(params(**TINY_CNN, **overrides), data)
+    assert 0 <= history[-1]["accuracy"] <= 1 and 0 <= history[-1]["val_accuracy"] <= 1
+    assert model.output_shape == (None, 2)
+
+
+def test_impossible_loss_settings_are_refused():
+    with pytest.raises(ParamsError, match="label_smoothing"):
+        params(**{"train.label_smoothing": 1.0})
+    with pytest.raises(ParamsError, match="mixup"):
+        params(**{"train.mixup": -0.1})
+    with pytest.raises(ParamsError, match="'hinge' is not one of: cross_entropy, focal"):
+        params(**{"train.loss": "hinge"})
