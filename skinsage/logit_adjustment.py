@@ -55,8 +55,10 @@ def objective_value(labels: np.ndarray, predicted: np.ndarray, objective: str) -
     return (accuracy_score(labels, predicted) + balanced) / 2  # mean_accuracy
 
 
-def choose_tau(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, objective: str) -> tuple[float, list[dict]]:
-    """The tau of TAU_GRID maximising `objective` on (validation) predictions; the smallest on ties.
+def choose_tau(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, objective: str,
+               max_accuracy_drop: float | None = None) -> tuple[float, list[dict]]:
+    """The tau of TAU_GRID maximising `objective` on (validation) predictions, among those whose
+    accuracy is at most `max_accuracy_drop` below tau = 0's; the smallest on ties.
     Returns it and the whole sweep (tau, accuracy, balanced accuracy, objective) for the record."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -66,7 +68,9 @@ def choose_tau(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, objecti
         sweep.append({"tau": float(tau), "accuracy": accuracy_score(labels, predicted),
                       "balanced_accuracy": balanced_accuracy_score(labels, predicted),
                       "objective": objective_value(labels, predicted, objective)})
-    best = max(sweep, key=lambda row: row["objective"])  # max() keeps the first (smallest tau) on ties
+    allowed = [row for row in sweep if max_accuracy_drop is None
+               or row["accuracy"] >= sweep[0]["accuracy"] - max_accuracy_drop - 1e-12]
+    best = max(allowed, key=lambda row: row["objective"])  # max() keeps the first (smallest tau) on ties
     return best["tau"], sweep
 
 

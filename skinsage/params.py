@@ -118,6 +118,7 @@ class AugmentParams:
 class LogitAdjustmentParams:
     tau: Optional[str]   # None/0 = off, a number, or "auto" (chosen on the validation split)
     objective: Literal["mean_accuracy", "balanced_accuracy"]  # what "auto" maximises
+    max_accuracy_drop: Optional[float]  # "auto" keeps validation accuracy within this of tau = 0's
 
     @property
     def auto(self) -> bool:
@@ -337,6 +338,7 @@ def _check_cnn(c: CnnParams) -> None:
 
 
 def _check_logit_adjustment(a: LogitAdjustmentParams) -> None:
+    _check_accuracy_drop(a)
     if a.tau is None or a.auto:
         return
     try:
@@ -344,3 +346,8 @@ def _check_logit_adjustment(a: LogitAdjustmentParams) -> None:
     except ValueError:
         raise ParamsError(f"train.logit_adjustment.tau: '{a.tau}' is not a number, auto or null") from None
     _require(0 <= tau <= 5, f"train.logit_adjustment.tau: must be in 0..5 (0 = off), got {tau:g}")
+
+
+def _check_accuracy_drop(a: LogitAdjustmentParams) -> None:
+    _require(a.max_accuracy_drop is None or 0 <= a.max_accuracy_drop <= 1,
+             "train.logit_adjustment.max_accuracy_drop: null (no limit) or 0..1, e.g. 0.01")

@@ -68,11 +68,14 @@ def _adjust_logits(model, params: Params, data: PreparedData):
     prior = class_prior(data.splits["train"].labels, len(data.class_names))
     tau, record = a.fixed_tau, {}
     if a.auto:
-        val = data.splits["val"]
-        probs = model.predict(val.images, batch_size=params.evaluate.batch_size, verbose=0)
-        tau, sweep = choose_tau(val.labels, probs, prior, a.objective)
+        from .evaluation import predict_probabilities
+
+        val = data.splits["val"]  # predicted as `evaluate` will (with its test-time augmentation)
+        probs = predict_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+        tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
         before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
-        print(f"logit adjustment: tau {tau:g} maximises validation {a.objective} "
+        limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"
+        print(f"logit adjustment: tau {tau:g} maximises validation {a.objective}{limit} "
               f"(accuracy {before['accuracy']:.3f} -> {chosen['accuracy']:.3f}, balanced accuracy "
               f"{before['balanced_accuracy']:.3f} -> {chosen['balanced_accuracy']:.3f})", flush=True)
         record = {"val_accuracy_adjusted": round(chosen["accuracy"], 4),

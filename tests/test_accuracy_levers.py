@@ -228,3 +228,17 @@ def test_impossible_loss_settings_are_refused():
         params(**{"train.mixup": -0.1})
     with pytest.raises(ParamsError, match="'hinge' is not one of: cross_entropy, focal"):
         params(**{"train.loss": "hinge"})
+
+
+def test_max_accuracy_drop_limits_how_far_tau_may_go():
+    # tau 0: accuracy 0.9, balanced 0.5. Finding the rare image (tau > 0.29) also flips three
+    # common ones (they flip from tau > 0.15): accuracy 0.7, balanced (6/9 + 1) / 2
+    labels = np.array([0] * 9 + [1])
+    probs = np.array([[0.9, 0.1]] * 6 + [[0.55, 0.45]] * 3 + [[0.6, 0.4]])
+    prior = np.array([0.8, 0.2])
+    free, sweep = choose_tau(labels, probs, prior, "balanced_accuracy")
+    row = next(row for row in sweep if row["tau"] == free)
+    assert free == pytest.approx(0.3) and row["accuracy"] == pytest.approx(0.7)
+    assert row["balanced_accuracy"] == pytest.approx((6 / 9 + 1) / 2)
+    assert choose_tau(labels, probs, prior, "balanced_accuracy", max_accuracy_drop=0.1)[0] == 0.0
+    assert choose_tau(labels, probs, prior, "balanced_accuracy", max_accuracy_drop=0.2)[0] == pytest.approx(0.3)
