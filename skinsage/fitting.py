@@ -117,7 +117,7 @@ def arrays_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuf
 
 
 def image_datasets(params: Params, data):
-    """uint8 image batches: training (shuffled per epoch, augmented if `train.augment` asks) and
+    """uint8 image batches: training (shuffled per epoch, augmented if `models.<model>.augment` asks) and
     validation (never augmented)."""
     from .augment import augment_dataset
     from .dataset import tf_dataset
@@ -125,4 +125,4 @@ def image_datasets(params: Params, data):
     t = params.train
     train = tf_dataset(data.splits["train"], t.batch_size, shuffle=True, seed=params.seed)
     val = tf_dataset(data.splits["val"], t.batch_size)
-    return augment_dataset(train, t.augment, params.seed), val
+    return augment_dataset(train, params.model_params.augment, params.seed), val

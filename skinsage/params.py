@@ -63,6 +63,18 @@ class DataParams:
 
 
 @dataclass(frozen=True)
+class AugmentParams:
+    flip: bool           # random horizontal and vertical flips
+    rotate90: bool       # random rotation by a multiple of 90 degrees
+    brightness: float    # max brightness shift as a fraction of 255; 0 = off
+    contrast: float      # max contrast change factor; 0 = off
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip or self.rotate90 or self.brightness > 0 or self.contrast > 0
+
+
+@dataclass(frozen=True)
 class CnnParams:
     image_size: int
     filters: tuple[int, ...]  # one conv + max-pool block per entry (a tuple: params stay frozen)
@@ -71,6 +83,7 @@ class CnnParams:
     pooling: Literal["flatten", "average"]  # flatten (the seed) | global average pooling
     dense_units: int
     dropout: float
+    augment: AugmentParams
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class Resnet50Params:
     weights: Optional[str]
     dense_units: int
     dropout: float
+    augment: AugmentParams  # on: the head phase runs the backbone every epoch (no feature caching)
     fine_tune: FineTuneParams
 
 
@@ -100,18 +114,6 @@ class EarlyStoppingParams:
     monitor: Literal["val_loss", "val_accuracy"]
     patience: int
     restore_best_weights: bool
-
-
-@dataclass(frozen=True)
-class AugmentParams:
-    flip: bool           # random horizontal and vertical flips
-    rotate90: bool       # random rotation by a multiple of 90 degrees
-    brightness: float    # max brightness shift as a fraction of 255; 0 = off
-    contrast: float      # max contrast change factor; 0 = off
-
-    @property
-    def enabled(self) -> bool:
-        return self.flip or self.rotate90 or self.brightness > 0 or self.contrast > 0
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,6 @@ class TrainParams:
     loss: Literal["cross_entropy", "focal"]
     label_smoothing: float
     mixup: float         # Beta(alpha, alpha) mixing of training image pairs; 0 = off
-    augment: AugmentParams
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
 
@@ -310,8 +311,10 @@ def _check_values(p: Params) -> None:
     _check_logit_adjustment(t.logit_adjustment)
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
     _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
-    for name in ("brightness", "contrast"):
-        _require(0 <= getattr(t.augment, name) < 1, f"train.augment.{name}: must be in [0, 1) (0 = off)")
+    for model in MODEL_NAMES:
+        for name in ("brightness", "contrast"):
+            _require(0 <= getattr(getattr(p.models, model).augment, name) < 1,
+                     f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")

@@ -87,8 +87,8 @@ def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) 
     from .augment import describe
 
     t = params.train
-    if t.augment.enabled:
-        print(f"augmentation on: {describe(t.augment)}", flush=True)
+    if params.model_params.augment.enabled:
+        print(f"augmentation on: {describe(params.model_params.augment)}", flush=True)
     train, val = image_datasets(params, data)
     return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed))
 

@@ -119,8 +119,8 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
 def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None) -> PhaseResult:
     t = params.train
     fit_args = dict(class_weight=class_weight, **training_args(t, params.seed))
-    if t.augment.enabled:
-        print(f"augmentation on ({describe(t.augment)}): feature caching off for the head phase; "
+    if params.model_params.augment.enabled:
+        print(f"augmentation on ({describe(params.model_params.augment)}): feature caching off for the head phase; "
               "every epoch runs the frozen backbone on new random variants", flush=True)
         train, val = image_datasets(params, data)
         result = fit_phase("head", model, train, val, **fit_args)

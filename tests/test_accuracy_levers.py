@@ -31,8 +31,8 @@ def layer_types(model) -> list[str]:
 
 # --- CNN options -----------------------------------------------------------------------------
 
-def test_default_cnn_is_the_seed_architecture():
-    model = build_cnn(7, params(model="cnn").models.cnn)
+def test_without_batch_norm_the_cnn_is_the_seed_architecture():
+    model = build_cnn(7, params(model="cnn", **{"models.cnn.batch_norm": False}).models.cnn)
     kinds = layer_types(model)
     assert kinds.count("Conv2D") == 3 and kinds.count("MaxPooling2D") == 3
     assert "BatchNormalization" not in kinds and kinds.count("Flatten") == 1
@@ -150,7 +150,7 @@ def test_auto_tau_is_chosen_on_validation_and_saved_inside_the_model(tmp_path):
 
 def test_fixed_tau_is_applied_and_null_leaves_the_model_alone():
     data = tiny_data()
-    plain, _, summary = training.train_model(params(**TINY_CNN), data)
+    plain, _, summary = training.train_model(params(**TINY_CNN, **{"train.logit_adjustment.tau": None}), data)
     assert "logit_adjustment_tau" not in summary and not isinstance(plain.layers[-1], LogitAdjustment)
     adjusted, _, summary = training.train_model(params(**TINY_CNN, **{"train.logit_adjustment.tau": 1.5}), data)
     assert summary["logit_adjustment_tau"] == 1.5

@@ -71,8 +71,9 @@ def _assert_typed(key, value, hint):
     if origin is typing.Literal:
         assert value in args, key
         assert type(value) is type(next(a for a in args if a == value)), key
-    elif origin in (typing.Union, types.UnionType):  # Optional[str]
-        assert value is None or isinstance(value, str), key
+    elif origin in (typing.Union, types.UnionType):  # Optional[str] or Optional[float]
+        inner = next(a for a in args if a is not type(None))
+        assert value is None or type(value) is inner, key
     elif origin is tuple:  # tuple[int, ...]: lists in YAML become tuples (params stay frozen)
         assert isinstance(value, tuple) and value and all(type(v) is args[0] for v in value), key
     else:

@@ -172,7 +172,7 @@ def test_fine_tuning_that_does_not_help_keeps_the_head_phase_weights(monkeypatch
 
 
 def test_augmentation_turns_feature_caching_off_and_says_so(capsys):
-    params = resnet_params(**{"train.epochs": 1, "train.augment.flip": True})
+    params = resnet_params(**{"train.epochs": 1, "models.resnet50.augment.flip": True})
     _, history, summary = train_model(params, tiny_data(per_class_train=3))
     assert summary["feature_caching"] is False and "feature_seconds" not in summary
     assert "feature caching off" in capsys.readouterr().out

@@ -26,7 +26,7 @@ def params(**overrides):
 
 
 def augment_params(**on):
-    return params(**{f"train.augment.{k}": v for k, v in {**AUG_OFF, **on}.items()}).train.augment
+    return params(**{f"models.cnn.augment.{k}": v for k, v in {**AUG_OFF, **on}.items()}).models.cnn.augment
 
 
 def batches(images: np.ndarray, p, seed: int = 0, epochs: int = 1) -> list[np.ndarray]:
@@ -76,7 +76,8 @@ def tiny_cnn_data(labels_train) -> PreparedData:
 
 
 CNN = {"model": "cnn", "models.cnn.image_size": 16, "models.cnn.filters": [4], "models.cnn.dense_units": 8,
-       "train.epochs": 1, "train.batch_size": 8}
+       "train.epochs": 1, "train.batch_size": 8, "train.class_weight": "none",
+       "train.logit_adjustment.tau": None, **{f"models.cnn.augment.{k}": v for k, v in AUG_OFF.items()}}
 
 
 def test_cnn_gets_class_weights_and_augmentation_when_asked(monkeypatch, capsys):
@@ -97,7 +98,7 @@ def test_cnn_gets_class_weights_and_augmentation_when_asked(monkeypatch, capsys)
     _, _, plain = training.train_model(params(**CNN), data)
     assert seen["class_weight"] is None and seen["augment"] == (False, False, 42)
     _, history, weighted = training.train_model(
-        params(**CNN, **{"train.class_weight": "balanced", "train.augment.flip": True}), data)
+        params(**{**CNN, "train.class_weight": "balanced", "models.cnn.augment.flip": True}), data)
     assert seen["class_weight"] == {0: 16 / 24, 1: 16 / 8} and seen["augment"] == (True, False, 42)
     assert "class weights (balanced): a 0.667, b 2.000" in capsys.readouterr().out
     assert [row["phase"] for row in history] == ["train"]
@@ -166,14 +167,14 @@ def test_best_epoch_skips_diverged_epochs():
     assert best_index([float("nan")] * 2, "val_loss") == 0
 
 
-def test_defaults_keep_the_old_behaviour_and_bad_values_are_explained():
+def test_defaults_and_bad_values_are_explained():
     p = params()
-    assert p.train.class_weight == "none" and not p.train.augment.enabled
+    assert p.models.cnn.augment.enabled and not p.models.resnet50.augment.enabled  # ResNet50 keeps feature caching
     assert p.models.resnet50.fine_tune.epochs == 0 and p.models.resnet50.image_size == 224
     assert params(**{"models.resnet50.fine_tune.unfreeze": 3}).models.resnet50.fine_tune.unfreeze == "3"
     bad = {"models.resnet50.fine_tune.unfreeze": 17, "models.resnet50.fine_tune.epochs": -1,
-           "models.resnet50.fine_tune.learning_rate": 0, "train.augment.brightness": 1.0,
-           "train.augment.contrast": -0.1, "train.class_weight": "balance", "models.resnet50.image_size": 16}
+           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0,
+           "models.resnet50.augment.contrast": -0.1, "train.class_weight": "balance", "models.resnet50.image_size": 16}
     for key, value in bad.items():
         with pytest.raises(ParamsError, match=key.split(".", 1)[1] if key != "train.class_weight" else "balanced"):
             params(**{key: value})
