@@ -47,6 +47,7 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
                   loss=loss_fn, metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor=early_stopping.monitor, patience=early_stopping.patience,
+        start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # see monitored_best
         restore_best_weights=early_stopping.restore_best_weights, verbose=1)
     start = time.perf_counter()
     fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper],
@@ -85,6 +86,13 @@ def best_index(values, monitor: str) -> int:
     if np.isnan(values).all():
         return 0
     return int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
+
+
+def monitored_best(values, monitor: str, start_from_epoch: int) -> int:
+    """The epoch (0-based) whose weights EarlyStopping restores: the best from `start_from_epoch` on
+    (clamped to the last epoch), as Keras ignores earlier epochs."""
+    start = min(start_from_epoch, max(len(values) - 1, 0))
+    return start + best_index(list(values)[start:], monitor)
 
 
 def is_better(value: float, than: float, monitor: str) -> bool:

@@ -113,6 +113,7 @@ class ModelsParams:
 class EarlyStoppingParams:
     monitor: Literal["val_loss", "val_accuracy"]
     patience: int
+    start_from_epoch: int  # no stopping (nor best-epoch tracking) before this epoch
     restore_best_weights: bool
 
 
@@ -305,6 +306,7 @@ def _check_values(p: Params) -> None:
     _require(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
     _require(t.learning_rate > 0, f"train.learning_rate: must be > 0, got {t.learning_rate}")
     _require(t.early_stopping.patience >= 0, "train.early_stopping.patience: must be >= 0")
+    _require(t.early_stopping.start_from_epoch >= 0, "train.early_stopping.start_from_epoch: must be >= 0")
     _require(t.weight_decay >= 0, "train.weight_decay: must be >= 0")
     _require(t.weight_decay == 0 or t.optimizer == "adamw",
              "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")

@@ -12,9 +12,10 @@ from dataclasses import asdict
 import numpy as np
 
 from .dataset import PreparedData
-from .fitting import PhaseResult, best_index, class_weights, fit_phase, image_datasets, training_args
+from .fitting import (PhaseResult, best_index, class_weights, fit_phase, image_datasets, monitored_best,
+                      training_args)
 from .history import METRIC_COLUMNS
-from .params import Params
+from .params import EarlyStoppingParams, Params
 
 
 def seed_everything(seed: int) -> None:
@@ -53,7 +54,7 @@ def train_model(params: Params, data: PreparedData):
     else:
         phases = [_train_cnn(model, params, data, weights)]
     history = history_rows(phases)
-    summary = _summary(history, phases, t.early_stopping.monitor)
+    summary = _summary(history, phases, t.early_stopping)
     model, adjustment = _adjust_logits(model, params, data)
     return model, history, {**summary, **adjustment}
 
@@ -115,8 +116,12 @@ def history_rows(phases: list[PhaseResult]) -> list[dict]:
     return rows
 
 
-def _summary(history: list[dict], phases: list[PhaseResult], monitor: str) -> dict:
-    best = best_index([row[monitor] for row in history], monitor)
+def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingParams) -> dict:
+    monitor, candidates, offset = es.monitor, [], 0
+    for phase in phases:  # each phase's restored epoch; the better phase's weights are kept
+        candidates.append(offset + monitored_best(phase.history[monitor], monitor, es.start_from_epoch))
+        offset += phase.epochs_run
+    best = candidates[best_index([history[i][monitor] for i in candidates], monitor)]
     summary = {
         "epochs_run": len(history),
         "best_epoch": best + 1,

@@ -11,7 +11,7 @@ import numpy as np
 
 from .augment import describe
 from .dataset import PreparedData
-from .fitting import (PhaseResult, arrays_dataset, best_index, fit_phase, image_datasets, is_better,
+from .fitting import (PhaseResult, arrays_dataset, fit_phase, image_datasets, is_better, monitored_best,
                       training_args)
 from .models import FEATURES_LAYER, HEAD_LAYERS, ModelError
 from .params import Params
@@ -110,7 +110,7 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
     train, val = image_datasets(params, data)
     fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, **{
         **training_args(params.train, params.seed), "epochs": tune.epochs, "learning_rate": tune.learning_rate})
-    if best_head_weights is not None and not _improved(fine, head, es.monitor):
+    if best_head_weights is not None and not _improved(fine, head, es):
         print(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights", flush=True)
         model.set_weights(best_head_weights)
     return [head, fine]
@@ -140,10 +140,10 @@ def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | 
     return result
 
 
-def _improved(fine: PhaseResult, head: PhaseResult, monitor: str) -> bool:
-    return is_better(_best_value(fine, monitor), _best_value(head, monitor), monitor)
+def _improved(fine: PhaseResult, head: PhaseResult, es) -> bool:
+    return is_better(_best_value(fine, es), _best_value(head, es), es.monitor)
 
 
-def _best_value(phase: PhaseResult, monitor: str) -> float:
-    values = phase.history[monitor]
-    return values[best_index(values, monitor)]
+def _best_value(phase: PhaseResult, es) -> float:
+    values = phase.history[es.monitor]
+    return values[monitored_best(values, es.monitor, es.start_from_epoch)]

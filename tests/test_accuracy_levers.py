@@ -242,3 +242,23 @@ def test_max_accuracy_drop_limits_how_far_tau_may_go():
     assert row["balanced_accuracy"] == pytest.approx((6 / 9 + 1) / 2)
     assert choose_tau(labels, probs, prior, "balanced_accuracy", max_accuracy_drop=0.1)[0] == 0.0
     assert choose_tau(labels, probs, prior, "balanced_accuracy", max_accuracy_drop=0.2)[0] == pytest.approx(0.3)
+
+
+def test_restored_epoch_ignores_epochs_before_start_from_epoch():
+    from skinsage.fitting import monitored_best
+
+    losses = [0.5, 0.9, 0.8, 0.7, 0.75]
+    assert monitored_best(losses, "val_loss", 0) == 0
+    assert monitored_best(losses, "val_loss", 2) == 3
+    assert monitored_best(losses, "val_loss", 99) == 4  # clamped to the last epoch, as fit_phase does
+    assert monitored_best([0.6, 0.7, 0.65], "val_accuracy", 1) == 1
+
+
+def test_summary_best_epoch_is_the_restored_one():
+    data = tiny_data()
+    p = params(**{**TINY_CNN, "train.epochs": 4, "train.early_stopping.start_from_epoch": 2,
+                              "train.logit_adjustment.tau": None})
+    _, history, summary = training.train_model(p, data)
+    losses = [row["val_loss"] for row in history]
+    assert summary["best_epoch"] == 3 + int(np.argmin(losses[2:]))
+    assert summary["best_val_loss"] == pytest.approx(min(losses[2:]))
