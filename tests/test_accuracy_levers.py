@@ -144,6 +144,7 @@ def test_auto_tau_is_chosen_on_validation_and_saved_inside_the_model(tmp_path):
     path = tmp_path / "model.keras"
     save_model(model, path, {"classes": data.class_names, "image_size": 16, "model": "cnn"})
     loaded, _ = load_model(path)  # safe mode: the registered layer, no code from the file
+    assert loaded.input.shape == (None, 16, 16, 3)  # one input tensor, not a one-element list
     images = data.splits["val"].images
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
