@@ -76,6 +76,7 @@ def choose_tau(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, objecti
 
 def with_adjustment(model: keras.Model, prior: np.ndarray, tau: float) -> keras.Model:
     """The model with a LogitAdjustment layer on its output (one flat graph, same layers)."""
-    outputs = LogitAdjustment(prior, tau, name="logit_adjustment")(model.output)
-    # model.input, not model.inputs: a one-element list would make the saved model's `input` a list
-    return keras.Model(model.input, outputs, name=model.name)
+    outputs = LogitAdjustment(prior, tau, name="logit_adjustment")(model.outputs[0])
+    # a one-element list of inputs would make the saved model's `input` a list: pass the tensor
+    (inputs,) = model.inputs
+    return keras.Model(inputs, outputs, name=model.name)
