@@ -8,14 +8,12 @@ in skipped.csv, a summary line is printed, and prepare fails only when a class h
 from __future__ import annotations
 
 import csv
-import http.server
 import json
 import os
 import re
 import struct
 import subprocess
 import sys
-import threading
 import zlib
 from pathlib import Path
 
@@ -31,6 +29,8 @@ from skinsage.params import ParamsError, load_params
 from skinsage.prepare import PrepareError, prepare
 from skinsage.sources import medmnist
 from skinsage.sources.medmnist import MedmnistError, fetch, read_npz
+
+from local_server import QuietHandler, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -463,7 +463,7 @@ def test_unreadable_npz_is_refused_and_never_unpickled(tmp_path, write, message)
 PAYLOAD = b"pretend npz " * 5000
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     def do_GET(self):  # noqa: N802
         body = {"/good.npz": PAYLOAD, "/wrong.npz": PAYLOAD[::-1]}.get(self.path)
         if self.path == "/midway.npz":  # promises everything, sends a third, hangs up
@@ -474,25 +474,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(body)
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(_Handler) as url:
+        yield url
 
 
 MD5 = medmnist.hashlib.md5(PAYLOAD).hexdigest()

@@ -21,17 +21,7 @@ from skinsage.cli import main
 from skinsage.evaluation import predict_probabilities
 from skinsage.metrics import SUMMARY_KEYS, evaluate_predictions
 from skinsage.predict import Classifier
-from tiny_model import CLASSES, ROOT, SIZE, noise, save, save_tiny_model, truncated_jpeg
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.keras")
-
-
-@pytest.fixture(scope="module")
-def clf(model_path) -> Classifier:
-    return Classifier.load(model_path)
+from tiny_model import CLASSES, ROOT, SIZE, noise, save, truncated_jpeg
 
 
 @pytest.fixture

@@ -234,6 +234,17 @@ def snapshot(project: Path, paths: list[str]) -> dict[str, str]:
     return digests
 
 
+def kill_a_rerun_while_writing(project, stage, half_written, outputs) -> dict:
+    """Change the seed (so the stage must rewrite its outputs) and kill it mid-write; the outputs
+    as they were before. Retried: on a fast run the kill can miss the write."""
+    for attempt in range(1, 4):
+        before = snapshot(project, outputs)
+        set_params(project, {"seed": attempt})
+        if kill_while_writing(project, stage, half_written):
+            return before
+    pytest.fail(f"{stage} finished three times before the kill landed")
+
+
 PREPARE_OVERRIDES = {"model": "cnn", "models.cnn.image_size": 64, "data.source": "synthetic",
                      "data.synthetic.num_classes": 6, "data.synthetic.images_per_class": 400}
 
@@ -243,13 +254,7 @@ def test_prepare_killed_mid_write_leaves_old_outputs_then_reruns(tmp_path):
     project = project_copy(tmp_path / "project", PREPARE_OVERRIDES)
     outputs = ["data/prepared", "metrics/data.json"]
     run_stage(project, "prepare")
-    for attempt in range(1, 4):
-        before = snapshot(project, outputs)
-        set_params(project, {"seed": attempt})
-        if kill_while_writing(project, "prepare", prepared_half_written):
-            break
-    else:
-        pytest.fail("prepare finished three times before the kill landed")
+    before = kill_a_rerun_while_writing(project, "prepare", prepared_half_written, outputs)
     assert snapshot(project, outputs) == before  # the complete old dataset, not a mix
     assert any(n.startswith(".prepared.") for n in os.listdir(project / "data"))  # the dead temp
 
@@ -273,13 +278,7 @@ def test_train_killed_while_saving_the_model_leaves_the_old_one_then_reruns(tmp_
     outputs = ["models/model.keras", "metrics/train.json", "metrics/history.csv"]
     run_stage(project, "prepare")
     run_stage(project, "train")
-    for attempt in range(1, 4):
-        before = snapshot(project, outputs)
-        set_params(project, {"seed": attempt})
-        if kill_while_writing(project, "train", model_half_written):
-            break
-    else:
-        pytest.fail("train finished three times before the kill landed")
+    before = kill_a_rerun_while_writing(project, "train", model_half_written, outputs)
     assert snapshot(project, outputs) == before
     with zipfile.ZipFile(project / "models" / "model.keras") as archive:  # complete and readable
         assert archive.testzip() is None and "skinsage.json" in archive.namelist()

@@ -31,18 +31,6 @@ from tiny_model import (CLASSES, ROOT, SIZE, exif_rotated, noise, save, save_tin
                         truncated_jpeg)
 
 
-# --- a tiny model, saved as `train` saves it ------------------------------------------------
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.keras")
-
-
-@pytest.fixture(scope="module")
-def clf(model_path) -> Classifier:
-    return Classifier.load(model_path)
-
-
 # --- generated image files ------------------------------------------------------------------
 
 def every_kind(folder: Path, seed: int) -> list[Path]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import http.server
 import io
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,8 @@ from skinsage.sources import load_source, medmnist
 from skinsage.sources.folder import load_folder
 from skinsage.sources.medmnist import MedmnistError, load_medmnist
 from skinsage.sources.synthetic import make_synthetic
+
+from local_server import QuietHandler, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,33 +200,19 @@ def medmnist_npz(size: int, label_of=lambda i: i % 7) -> tuple[bytes, dict[str, 
     return buffer.getvalue(), arrays
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
+class _Server(QuietHandler):
     files: dict[str, bytes] = {}
     requests: list[str] = []
 
     def do_GET(self):  # noqa: N802
         type(self).requests.append(self.path)
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(self.files.get(self.path))
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Server) as url:
+        yield url
 
 
 @pytest.fixture
