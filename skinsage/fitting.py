@@ -32,7 +32,12 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     ones); early stopping restores the phase's best weights if asked."""
     import keras
 
-    steps = epochs * _batches_per_epoch(train)
+    batches = _batches_per_epoch(train)
+    steps = epochs * batches
+    momentum = adapt_batch_norm_momentum(model, batches * max(1, min(early_stopping.start_from_epoch, epochs)))
+    if momentum is not None and momentum < DEFAULT_BN_MOMENTUM:
+        print(f"BatchNorm momentum {momentum:.3f} (Keras' 0.99 would still carry its initial statistics "
+              f"when early stopping starts: {batches} batches per epoch)", flush=True)
     loss_fn = "sparse_categorical_crossentropy"
     if loss != "cross_entropy" or label_smoothing > 0 or mixup > 0:
         from .augment import mixup_dataset, one_hot_dataset
@@ -60,6 +65,29 @@ def training_args(t: TrainParams, seed: int) -> dict:
     return dict(seed=seed, epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
                 optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                 loss=t.loss, label_smoothing=t.label_smoothing, mixup=t.mixup)
+
+
+DEFAULT_BN_MOMENTUM = 0.99
+
+
+def adapt_batch_norm_momentum(model, steps: int) -> float | None:
+    """Set the momentum of the trainable BatchNorm layers so that their initial moving statistics
+    (mean 0, variance 1) weigh less than 1e-4 after `steps` updates, within [0.9, 0.99].
+
+    Keras' 0.99 needs ~900 updates for that. A small dataset (a few batches per epoch) would
+    otherwise validate for dozens of epochs with statistics that are mostly the initial ones, and
+    early stopping would judge a model that is fine in training mode by its broken inference mode.
+    Datasets with enough batches keep 0.99 exactly. The value is returned (None: no such layers)."""
+    import keras
+
+    layers = [layer for layer in model.layers
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers:
+        return None
+    momentum = float(np.clip(1e-4 ** (1 / max(1, steps)), 0.9, DEFAULT_BN_MOMENTUM))
+    for layer in layers:
+        layer.momentum = momentum
+    return momentum
 
 
 def _batches_per_epoch(ds) -> int:

@@ -12,7 +12,7 @@ import pytest
 from skinsage import training
 from skinsage.dataset import PreparedData, Split
 from skinsage.evaluation import predict_probabilities
-from skinsage.fitting import class_weights, make_optimizer
+from skinsage.fitting import DEFAULT_BN_MOMENTUM, adapt_batch_norm_momentum, class_weights, make_optimizer
 from skinsage.logit_adjustment import LogitAdjustment, adjust, choose_tau, class_prior, with_adjustment
 from skinsage.modelfile import load_model, save_model
 from skinsage.models import build_cnn
@@ -263,3 +263,27 @@ def test_summary_best_epoch_is_the_restored_one():
     losses = [row["val_loss"] for row in history]
     assert summary["best_epoch"] == 3 + int(np.argmin(losses[2:]))
     assert summary["best_val_loss"] == pytest.approx(min(losses[2:]))
+
+
+# --- BatchNorm on small datasets ---------------------------------------------------------------
+
+def batch_norm_momenta(model) -> list[float]:
+    return [layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_batch_norm_momentum_forgets_the_initial_statistics_before_early_stopping_starts():
+    model = build_cnn(2, params(**{**TINY_CNN, "models.cnn.filters": [4, 8]}).models.cnn)
+    momentum = adapt_batch_norm_momentum(model, 140)  # the demo: 7 batches x 20 epochs
+    assert batch_norm_momenta(model) == [momentum, momentum]
+    assert momentum ** 140 == pytest.approx(1e-4) and 0.9 < momentum < DEFAULT_BN_MOMENTUM
+    assert adapt_batch_norm_momentum(model, 94 * 20) == DEFAULT_BN_MOMENTUM  # HAM10000: Keras' default kept
+    assert adapt_batch_norm_momentum(model, 3) == 0.9  # never below 0.9: too noisy
+    no_bn = build_cnn(2, params(**TINY_CNN, **{"models.cnn.batch_norm": False}).models.cnn)
+    assert adapt_batch_norm_momentum(no_bn, 10) is None
+
+
+def test_training_lowers_the_momentum_for_a_small_dataset():
+    data = tiny_data()  # 48 training images: 3 batches of 16
+    p = params(**{**TINY_CNN, "train.early_stopping.start_from_epoch": 20, "train.logit_adjustment.tau": None})
+    model, _, _ = training.train_model(p, data)
+    assert batch_norm_momenta(model) == [pytest.approx(0.9)]  # 2 epochs x 3 batches: at the floor
