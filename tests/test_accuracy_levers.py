@@ -13,7 +13,7 @@ from skinsage import training
 from skinsage.dataset import PreparedData, Split
 from skinsage.evaluation import predict_probabilities
 from skinsage.fitting import DEFAULT_BN_MOMENTUM, adapt_batch_norm_momentum, class_weights, make_optimizer
-from skinsage.logit_adjustment import LogitAdjustment, adjust, choose_tau, class_prior, with_adjustment
+from skinsage.logit_adjustment import LogitAdjustment, adjust, choose_tau, class_prior
 from skinsage.modelfile import load_model, save_model
 from skinsage.models import build_cnn
 from skinsage.params import ParamsError, load_params

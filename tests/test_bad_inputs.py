@@ -522,7 +522,7 @@ def test_cached_file_with_wrong_md5_is_refused_when_offline(server, tmp_path, mo
     params = tiny_params(tmp_path, **{"data.source": "medmnist", "data.medmnist.path": str(tmp_path)})
     with pytest.raises(MedmnistError) as caught:
         medmnist.load_medmnist(params.data.medmnist, SIZE)
-    assert f"dermamnist.npz has MD5 " in str(caught.value) and f"expected {MD5}" in str(caught.value)
+    assert "dermamnist.npz has MD5 " in str(caught.value) and f"expected {MD5}" in str(caught.value)
     assert "HTTP Error 404" in str(caught.value) and "make demo" in str(caught.value)
 
 
