@@ -1,7 +1,8 @@
 """Random augmentation of training batches, with Keras preprocessing layers in the tf.data pipeline.
 
 Dermatoscopic lesions have no canonical orientation, so flips and 90-degree rotations (exact, no
-interpolation or filled corners) are safe; brightness/contrast jitter mimics lighting differences.
+interpolation or filled corners) are safe; small any-angle rotations and zooms (borders filled by
+reflection) vary framing and scale; brightness/contrast jitter mimics lighting differences.
 Augmentation runs on training batches only, so the saved model never contains it.
 """
 
@@ -35,6 +36,10 @@ def augmentation_layers(p: AugmentParams, seed: int) -> list[keras.layers.Layer]
         chosen.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
     if p.rotate90:
         chosen.append(RandomRotate90(seed=seed + 1))
+    if p.rotation > 0:
+        chosen.append(keras.layers.RandomRotation(p.rotation / 360, fill_mode="reflect", seed=seed + 4))
+    if p.zoom > 0:  # negative factors zoom in; width follows height, keeping the aspect ratio
+        chosen.append(keras.layers.RandomZoom((-p.zoom, 0.0), fill_mode="reflect", seed=seed + 5))
     if p.brightness > 0:
         chosen.append(keras.layers.RandomBrightness(p.brightness, value_range=(0, 255), seed=seed + 2))
     if p.contrast > 0:
@@ -44,7 +49,8 @@ def augmentation_layers(p: AugmentParams, seed: int) -> list[keras.layers.Layer]
 
 def describe(p: AugmentParams) -> str:
     parts = [name for name in ("flip", "rotate90") if getattr(p, name)]
-    parts += [f"{name} {getattr(p, name):g}" for name in ("brightness", "contrast") if getattr(p, name) > 0]
+    parts += [f"{name} {getattr(p, name):g}" for name in ("rotation", "zoom", "brightness", "contrast")
+              if getattr(p, name) > 0]
     return ", ".join(parts) or "none"
 
 

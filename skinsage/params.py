@@ -66,12 +66,15 @@ class DataParams:
 class AugmentParams:
     flip: bool           # random horizontal and vertical flips
     rotate90: bool       # random rotation by a multiple of 90 degrees
+    rotation: float      # max random rotation in degrees, any angle (reflected borders); 0 = off
+    zoom: float          # max random zoom in, as a fraction of the side; 0 = off
     brightness: float    # max brightness shift as a fraction of 255; 0 = off
     contrast: float      # max contrast change factor; 0 = off
 
     @property
     def enabled(self) -> bool:
-        return self.flip or self.rotate90 or self.brightness > 0 or self.contrast > 0
+        return self.flip or self.rotate90 or any(v > 0 for v in (self.rotation, self.zoom, self.brightness,
+                                                                  self.contrast))
 
 
 @dataclass(frozen=True)
@@ -314,9 +317,10 @@ def _check_values(p: Params) -> None:
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
     _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
     for model in MODEL_NAMES:
-        for name in ("brightness", "contrast"):
-            _require(0 <= getattr(getattr(p.models, model).augment, name) < 1,
-                     f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
+        a = getattr(p.models, model).augment
+        for name in ("zoom", "brightness", "contrast"):
+            _require(0 <= getattr(a, name) < 1, f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
+        _require(0 <= a.rotation <= 180, f"models.{model}.augment.rotation: degrees, 0..180 (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")

@@ -18,7 +18,7 @@ from skinsage.history import read_history, write_history
 from skinsage.params import ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-AUG_OFF = {"flip": False, "rotate90": False, "brightness": 0.0, "contrast": 0.0}
+AUG_OFF = {"flip": False, "rotate90": False, "rotation": 0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0}
 
 
 def params(**overrides):
@@ -148,6 +148,36 @@ def test_brightness_and_contrast_jitter_stays_small_and_in_range():
     assert np.all((spread >= 28 * 0.8 - 1) & (spread <= 28 * 1.2 + 1)) and len(set(spread.round(3))) > 1
 
 
+def test_zoom_only_magnifies_and_keeps_the_frame_filled():
+    images = np.zeros((16, 32, 32, 3), np.uint8)
+    images[:, 8:24, 8:24] = 255  # a white square filling the middle half of each side
+    (zoomed,) = batches(images, augment_params(zoom=0.4), seed=0)
+    white = (zoomed[..., 0] > 127).mean(axis=(1, 2))
+    assert zoomed.dtype == np.uint8 and zoomed.shape == images.shape
+    assert np.all(white >= 0.25 - 0.02)  # zooming in only: the square never shrinks
+    assert np.all(white <= (0.5 / 0.6) ** 2 + 0.03)  # at most 1 / (1 - 0.4) times the side
+    assert len(set(white.round(3))) > 4  # a new factor per image
+    assert np.array_equal(batches(images, augment_params(zoom=0.4), seed=0)[0], zoomed)
+
+
+def orientation_degrees(image: np.ndarray) -> float:
+    """Angle of the main axis of the bright pixels, from their second moments."""
+    ys, xs = np.nonzero(image[..., 0] > 127)
+    cov = np.cov(np.stack([xs, -ys]))
+    return float(np.degrees(0.5 * np.arctan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1])))
+
+
+def test_rotation_stays_within_its_angle_and_reflects_the_borders():
+    bar = np.zeros((32, 32, 32, 3), np.uint8)
+    bar[:, 15:17, 4:28] = 255  # a horizontal bar through the centre
+    (turned,) = batches(bar, augment_params(rotation=20), seed=0)
+    angles = np.array([orientation_degrees(t) for t in turned])
+    assert np.abs(angles).max() <= 20 + 3 and np.abs(angles).max() > 5 and (angles < 0).any() and (angles > 0).any()
+    flat = np.full((4, 16, 16, 3), 90, np.uint8)
+    (still_flat,) = batches(flat, augment_params(rotation=45, zoom=0.3), seed=0)
+    assert np.all(np.abs(still_flat.astype(int) - 90) <= 1)  # no black corners: borders are reflected
+
+
 # --- history and params ----------------------------------------------------------------------
 
 def test_history_keeps_the_phase_column_and_reads_old_files(tmp_path):
@@ -173,7 +203,8 @@ def test_defaults_and_bad_values_are_explained():
     assert p.models.resnet50.fine_tune.epochs == 0 and p.models.resnet50.image_size == 224
     assert params(**{"models.resnet50.fine_tune.unfreeze": 3}).models.resnet50.fine_tune.unfreeze == "3"
     bad = {"models.resnet50.fine_tune.unfreeze": 17, "models.resnet50.fine_tune.epochs": -1,
-           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0,
+           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0, "models.cnn.augment.rotation": 200,
+           "models.cnn.augment.zoom": 1.0,
            "models.resnet50.augment.contrast": -0.1, "train.class_weight": "balance", "models.resnet50.image_size": 16}
     for key, value in bad.items():
         with pytest.raises(ParamsError, match=key.split(".", 1)[1] if key != "train.class_weight" else "balanced"):
