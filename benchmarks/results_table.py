@@ -1,18 +1,20 @@
 """The docs/results.md table from DVC experiments: mean ± std over seeds per configuration.
 
-    .venv/bin/python benchmarks/results_table.py [PROJECT_DIR]
+    .venv/bin/python benchmarks/results_table.py [PROJECT_DIR] [--val-only] [--match REGEX]
 
-Reads `dvc exp show --json` in PROJECT_DIR (default: here). Experiments named `<config>-s<seed>`
-(e.g. `dvc exp run --queue -n cnn28-s1 -S seed=1 ...`) are grouped by <config>; each row gives the
-validation and test accuracy, balanced accuracy and macro AUC (MedMNIST's) and the training seconds.
+Reads `dvc exp show --all-commits --json` in PROJECT_DIR (default: here). Experiments named
+`<config>-s<seed>` (e.g. `dvc exp run --queue -n cnn28-s1 -S seed=1 ...`) are grouped by <config>;
+each row gives the validation and test accuracy, balanced accuracy and macro AUC (MedMNIST's) and the
+training seconds. `--val-only` hides the test columns: use it while screening, so that nothing is
+chosen on test.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
-import sys
 from collections import defaultdict
 
 import numpy as np
@@ -22,7 +24,7 @@ COLUMNS = [("val", "accuracy"), ("val", "balanced_accuracy"), ("val", "auc_macro
 
 
 def experiments(project: str) -> list[dict]:
-    out = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, check=True,
+    out = subprocess.run(["dvc", "exp", "show", "--all-commits", "--json"], cwd=project, check=True,
                          capture_output=True, text=True).stdout
     found = []
     for commit in json.loads(out):
@@ -50,13 +52,19 @@ def cell(values: list[float]) -> str:
 
 
 def main() -> None:
-    groups = rows(experiments(sys.argv[1] if len(sys.argv) > 1 else "."))
-    header = ["configuration", "seeds"] + [f"{split} {metric.replace('_', ' ')}" for split, metric in COLUMNS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("project", nargs="?", default=".")
+    parser.add_argument("--val-only", action="store_true", help="no test columns (for screening)")
+    parser.add_argument("--match", default="", help="only configurations matching this regex")
+    args = parser.parse_args()
+    columns = [c for c in COLUMNS if c[0] == "val"] if args.val_only else COLUMNS
+    groups = {k: v for k, v in rows(experiments(args.project)).items() if re.search(args.match, k)}
+    header = ["configuration", "seeds"] + [f"{split} {metric.replace('_', ' ')}" for split, metric in columns]
     print("| " + " | ".join(header + ["train s"]) + " |")
     print("|" + " --- |" * (len(header) + 1))
     for config, exps in groups.items():
         values = [cell([(e["eval"] if split == "test" else e["eval"]["val"])[metric] for e in exps])
-                  for split, metric in COLUMNS]
+                  for split, metric in columns]
         seconds = f"{np.mean([e['train']['train_seconds'] for e in exps]):.0f}"
         print(f"| {config} | {len(exps)} | " + " | ".join(values) + f" | {seconds} |")
 
