@@ -44,17 +44,19 @@ def build_model(kind: str, num_classes: int, params: CnnParams | Resnet50Params)
 
 def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
     """The seed CNN: conv + max-pool blocks, flatten, two dense layers. Options for larger inputs and
-    more accuracy: BatchNorm, a strided first conv, global average pooling instead of flatten."""
+    more accuracy: BatchNorm, more convs per block (VGG-style), a strided first conv, global average
+    pooling instead of flatten."""
     model = keras.Sequential(name="skinsage_cnn")
     model.add(keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image"))
     model.add(layers.Rescaling(1.0 / 255))
     for i, filters in enumerate(p.filters):
-        stride = p.stem_stride if i == 0 else 1
-        model.add(layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=not p.batch_norm,
-                                activation=None if p.batch_norm else "relu"))
-        if p.batch_norm:
-            model.add(layers.BatchNormalization())
-            model.add(layers.ReLU())
+        for j in range(p.convs_per_block):
+            stride = p.stem_stride if i == j == 0 else 1
+            model.add(layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=not p.batch_norm,
+                                    activation=None if p.batch_norm else "relu"))
+            if p.batch_norm:
+                model.add(layers.BatchNormalization())
+                model.add(layers.ReLU())
         model.add(layers.MaxPooling2D())
     model.add(layers.Flatten() if p.pooling == "flatten" else layers.GlobalAveragePooling2D())
     model.add(layers.Dense(p.dense_units, activation="relu"))

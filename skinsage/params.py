@@ -81,6 +81,7 @@ class AugmentParams:
 class CnnParams:
     image_size: int
     filters: tuple[int, ...]  # one conv + max-pool block per entry (a tuple: params stay frozen)
+    convs_per_block: int   # 3x3 convs before each max-pool (1 = the seed)
     batch_norm: bool       # BatchNormalization after each conv (before ReLU)
     stem_stride: int       # stride of the first conv: 2 quarters the compute at >= 64 px
     pooling: Literal["flatten", "average"]  # flatten (the seed) | global average pooling
@@ -340,6 +341,7 @@ def _check_fine_tune(f: FineTuneParams) -> None:
 def _check_cnn(c: CnnParams) -> None:
     _require(all(f >= 1 for f in c.filters), "models.cnn.filters: each must be >= 1")
     _require(c.stem_stride in (1, 2), "models.cnn.stem_stride: must be 1 or 2")
+    _require(1 <= c.convs_per_block <= 3, "models.cnn.convs_per_block: must be 1..3 (1 = the seed)")
     smallest = c.image_size // c.stem_stride // 2 ** len(c.filters)
     _require(smallest >= 1, f"models.cnn: {len(c.filters)} pooling blocks (and stem_stride "
              f"{c.stem_stride}) shrink {c.image_size} px images to nothing; use fewer filters entries "

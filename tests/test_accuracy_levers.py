@@ -56,6 +56,20 @@ def test_batch_norm_stride_and_average_pooling_options():
     assert pooled.output.shape[1:3] == (2, 2)
 
 
+def test_two_convs_per_block_double_the_convs_not_the_pools():
+    p = params(**{"models.cnn.image_size": 64, "models.cnn.filters": [8, 16, 16, 32], "models.cnn.stem_stride": 2,
+                  "models.cnn.convs_per_block": 2}).models.cnn
+    model = build_cnn(3, p)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [8, 8, 16, 16, 16, 16, 32, 32]
+    assert convs[0].strides == (2, 2) and all(c.strides == (1, 1) for c in convs[1:])
+    kinds = layer_types(model)
+    assert kinds.count("MaxPooling2D") == 4 and kinds.count("BatchNormalization") == 8
+    assert model.get_layer(index=kinds.index("Flatten")).output.shape[1] == 2 * 2 * 32
+    with pytest.raises(ParamsError, match="convs_per_block: must be 1..3"):
+        params(**{"models.cnn.convs_per_block": 0})
+
+
 def test_too_many_blocks_for_the_image_size_is_refused():
     with pytest.raises(ParamsError, match="shrink 28 px images to nothing"):
         params(**{"models.cnn.filters": [8, 8, 8, 8, 8]})
