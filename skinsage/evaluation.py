@@ -31,12 +31,17 @@ EVALUATION_FILES = ("eval.json", "per_class.json", "confusion.json", "prediction
 def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
     """(N, C) probabilities; `tta="flips"` averages those of the image and its horizontal, vertical
     and double flips (lesions have no canonical orientation)."""
+    probs = variant_probabilities(model, images, batch_size, tta).mean(axis=0)
+    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+
+
+def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(V, N, C): the probabilities of each test-time variant (V = 1 without TTA, 4 with flips)."""
     variants = [images]
     if tta == "flips":
         variants += [images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]]
-    probs = np.mean([np.asarray(model.predict(np.ascontiguousarray(v), batch_size=batch_size, verbose=0),
-                                dtype=np.float64) for v in variants], axis=0)
-    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+    return np.stack([np.asarray(model.predict(np.ascontiguousarray(v), batch_size=batch_size, verbose=0),
+                                dtype=np.float64) for v in variants])
 
 
 def evaluate_split(model, split: Split, class_names: list[str], batch_size: int, *,

@@ -59,12 +59,15 @@ def choose_tau(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, objecti
                max_accuracy_drop: float | None = None) -> tuple[float, list[dict]]:
     """The tau of TAU_GRID maximising `objective` on (validation) predictions, among those whose
     accuracy is at most `max_accuracy_drop` below tau = 0's; the smallest on ties.
+    `probs` is (N, C), or (V, N, C) for test-time variants: each variant is adjusted before they are
+    averaged, as the saved model (adjustment layer) under `evaluate`'s TTA does.
     Returns it and the whole sweep (tau, accuracy, balanced accuracy, objective) for the record."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+    variants = probs[None] if probs.ndim == 2 else probs
     sweep = []
     for tau in TAU_GRID:
-        predicted = adjust(probs, prior, tau).argmax(axis=1)
+        predicted = np.mean([adjust(p, prior, tau) for p in variants], axis=0).argmax(axis=1)
         sweep.append({"tau": float(tau), "accuracy": accuracy_score(labels, predicted),
                       "balanced_accuracy": balanced_accuracy_score(labels, predicted),
                       "objective": objective_value(labels, predicted, objective)})

@@ -69,10 +69,10 @@ def _adjust_logits(model, params: Params, data: PreparedData):
     prior = class_prior(data.splits["train"].labels, len(data.class_names))
     tau, record = a.fixed_tau, {}
     if a.auto:
-        from .evaluation import predict_probabilities
+        from .evaluation import variant_probabilities
 
         val = data.splits["val"]  # predicted as `evaluate` will (with its test-time augmentation)
-        probs = predict_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+        probs = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
         tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
         before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
         limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"

@@ -259,6 +259,23 @@ def test_max_accuracy_drop_limits_how_far_tau_may_go():
     assert choose_tau(labels, probs, prior, "balanced_accuracy", max_accuracy_drop=0.2)[0] == pytest.approx(0.3)
 
 
+def test_tau_sweep_scores_exactly_what_the_adjusted_model_scores_under_flip_tta():
+    from skinsage.evaluation import variant_probabilities
+    from skinsage.logit_adjustment import with_adjustment
+
+    keras.utils.set_random_seed(3)  # sees the top-left quarter only: each flip predicts differently
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Cropping2D(((0, 4), (0, 4))),
+                              keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")])
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (300, 8, 8, 3)).astype("float32") / 10
+    labels = rng.integers(0, 4, 300)
+    prior = np.array([0.55, 0.3, 0.1, 0.05])
+    _, sweep = choose_tau(labels, variant_probabilities(model, images, 64, "flips"), prior, "balanced_accuracy")
+    for row in sweep[::6]:
+        adjusted = predict_probabilities(with_adjustment(model, prior, row["tau"]), images, 64, tta="flips")
+        assert row["accuracy"] == pytest.approx(np.mean(adjusted.argmax(axis=1) == labels), abs=1e-9), row["tau"]
+
+
 def test_restored_epoch_ignores_epochs_before_start_from_epoch():
     from skinsage.fitting import monitored_best
 
