@@ -41,9 +41,9 @@ def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def adjust(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
-    """The layer's arithmetic in NumPy, for choosing tau on stored predictions."""
+    """The layer's arithmetic in NumPy, for choosing tau on stored predictions (any leading axes)."""
     adjusted = probs * np.power(prior, -tau)
-    return adjusted / adjusted.sum(axis=1, keepdims=True)
+    return adjusted / adjusted.sum(axis=-1, keepdims=True)
 
 
 def objective_value(labels: np.ndarray, predicted: np.ndarray, objective: str) -> float:
@@ -67,7 +67,7 @@ def choose_tau(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray, objecti
     variants = probs[None] if probs.ndim == 2 else probs
     sweep = []
     for tau in TAU_GRID:
-        predicted = np.mean([adjust(p, prior, tau) for p in variants], axis=0).argmax(axis=1)
+        predicted = adjust(variants, prior, tau).mean(axis=0).argmax(axis=1)
         sweep.append({"tau": float(tau), "accuracy": accuracy_score(labels, predicted),
                       "balanced_accuracy": balanced_accuracy_score(labels, predicted),
                       "objective": objective_value(labels, predicted, objective)})
