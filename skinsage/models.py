@@ -34,6 +34,27 @@ class ResNet50Preprocess(layers.Layer):
         return bgr - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype="float32")
 
 
+@keras.saving.register_keras_serializable(package="skinsage")
+class ShadesOfGray(layers.Layer):
+    """Shades-of-Gray colour constancy (Finlayson & Trezzi 2004; p = 6 as in ISIC challenge
+    entries): each image's channels are divided by their Minkowski p-norm mean, so the same lesion
+    photographed under differently tinted light or devices gets the same colours. Input in [0, 1]."""
+
+    def __init__(self, power: float = 6.0, **kwargs):
+        super().__init__(**kwargs)
+        self.power = power
+
+    def call(self, images):
+        ops = keras.ops
+        illuminant = ops.mean(ops.power(images, self.power), axis=(1, 2), keepdims=True) ** (1.0 / self.power)
+        # scaled so that a neutral (grey) illuminant leaves the image unchanged
+        gain = ops.mean(illuminant, axis=-1, keepdims=True) / ops.maximum(illuminant, 1e-6)
+        return ops.clip(images * gain, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
+
+
 def build_model(kind: str, num_classes: int, params: CnnParams | Resnet50Params) -> keras.Model:
     if kind == "cnn":
         return build_cnn(num_classes, params)
@@ -44,11 +65,13 @@ def build_model(kind: str, num_classes: int, params: CnnParams | Resnet50Params)
 
 def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
     """The seed CNN: conv + max-pool blocks, flatten, two dense layers. Options for larger inputs and
-    more accuracy: BatchNorm, more convs per block (VGG-style), a strided first conv, global average
+    more accuracy: colour constancy, BatchNorm, more convs per block (VGG-style), a strided first conv, global average
     pooling instead of flatten."""
     model = keras.Sequential(name="skinsage_cnn")
     model.add(keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image"))
     model.add(layers.Rescaling(1.0 / 255))
+    if p.color_constancy == "shades_of_gray":
+        model.add(ShadesOfGray())
     for i, filters in enumerate(p.filters):
         for j in range(p.convs_per_block):
             stride = p.stem_stride if i == j == 0 else 1

@@ -80,6 +80,7 @@ class AugmentParams:
 @dataclass(frozen=True)
 class CnnParams:
     image_size: int
+    color_constancy: Literal["none", "shades_of_gray"]  # per-image colour normalisation in the model
     filters: tuple[int, ...]  # one conv + max-pool block per entry (a tuple: params stay frozen)
     convs_per_block: int   # 3x3 convs before each max-pool (1 = the seed)
     batch_norm: bool       # BatchNormalization after each conv (before ReLU)

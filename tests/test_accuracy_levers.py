@@ -318,3 +318,31 @@ def test_training_lowers_the_momentum_for_a_small_dataset():
     p = params(**{**TINY_CNN, "train.early_stopping.start_from_epoch": 20, "train.logit_adjustment.tau": None})
     model, _, _ = training.train_model(p, data)
     assert batch_norm_momenta(model) == [pytest.approx(0.9)]  # 2 epochs x 3 batches: at the floor
+
+
+def test_shades_of_gray_removes_a_colour_cast_and_keeps_neutral_images():
+    from skinsage.models import ShadesOfGray
+
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(0.1, 0.6, size=(2, 16, 16, 1)).astype("float32")
+    neutral = np.repeat(grey, 3, axis=-1)
+    tinted = neutral * np.array([1.0, 0.8, 0.6], dtype="float32")  # a warm light source
+    layer = ShadesOfGray()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(neutral)), neutral, atol=1e-5)
+    corrected = keras.ops.convert_to_numpy(layer(tinted))
+    # channels equal again (the cast is gone), brightness kept at the mean gain
+    np.testing.assert_allclose(corrected[..., 0], corrected[..., 2], atol=1e-5)
+    np.testing.assert_allclose(corrected, neutral * 0.8, atol=1e-5)
+
+
+def test_color_constancy_option_puts_the_layer_first_and_survives_saving(tmp_path):
+    p = params(**{"models.cnn.color_constancy": "shades_of_gray"}).models.cnn
+    model = build_cnn(3, p)
+    kinds = layer_types(model)
+    assert kinds[:2] == ["Rescaling", "ShadesOfGray"]
+    assert "ShadesOfGray" not in layer_types(build_cnn(3, params().models.cnn))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 28, 28, 3), dtype="uint8")
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(images, verbose=0),
+                               model.predict(images, verbose=0), atol=1e-6)
