@@ -174,7 +174,7 @@ def test_info(capsys, model_path, clf):
     assert "trained on:   generated test images" in out
     assert f"params hash:  {clf.metadata['params_hash']}" in out
     assert all(f"  {i}  {name}" in out for i, name in enumerate(CLASSES))
-    assert f'models.cnn: {{"image_size": {SIZE}, "filters": [4, 8]' in out
+    assert f'models.cnn: {{"image_size": {SIZE}, "color_constancy": "none", "filters": [4, 8]' in out
     assert "test metrics: not recorded" in out
     code, out, _ = run(capsys, "info", "--model", model_path, "--format", "json")
     info = json.loads(out)
