@@ -19,10 +19,11 @@ from skinsage.metrics import summary_metrics
 from skinsage.modelfile import load_model
 
 
-def report(name: str, labels: np.ndarray, probs: np.ndarray) -> None:
+def report(name: str, labels: np.ndarray, probs: np.ndarray) -> dict:
     m = summary_metrics(labels, probs)
     print(f"{name:40s} ACC {m['accuracy']:.3f}  balanced ACC {m['balanced_accuracy']:.3f}  "
           f"macro AUC {m['auc_macro_ovr']:.3f}", flush=True)
+    return m
 
 
 def main() -> None:
@@ -32,12 +33,11 @@ def main() -> None:
     parser.add_argument("--tta", choices=["none", "flips"], default="flips")
     args = parser.parse_args()
     val = load_split(args.prepared, "val")
-    probs = []
+    probs, singles = [], []
     for path in args.models:
         model, _ = load_model(path)
         probs.append(predict_probabilities(model, val.images, 256, args.tta))
-        report(path, val.labels, probs[-1])
-    singles = [summary_metrics(val.labels, p)["accuracy"] for p in probs]
+        singles.append(report(path, val.labels, probs[-1])["accuracy"])
     print(f"{'mean of the single models':40s} ACC {np.mean(singles):.3f}")
     report(f"average of {len(probs)} models", val.labels, np.mean(probs, axis=0))
 

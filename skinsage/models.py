@@ -46,7 +46,8 @@ class ShadesOfGray(layers.Layer):
 
     def call(self, images):
         ops = keras.ops
-        illuminant = ops.mean(ops.power(images, self.power), axis=(1, 2), keepdims=True) ** (1.0 / self.power)
+        p_norm_mean = ops.mean(ops.power(images, self.power), axis=(1, 2), keepdims=True)
+        illuminant = ops.power(p_norm_mean, 1.0 / self.power)
         # scaled so that a neutral (grey) illuminant leaves the image unchanged
         gain = ops.mean(illuminant, axis=-1, keepdims=True) / ops.maximum(illuminant, 1e-6)
         return ops.clip(images * gain, 0.0, 1.0)
@@ -65,8 +66,8 @@ def build_model(kind: str, num_classes: int, params: CnnParams | Resnet50Params)
 
 def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
     """The seed CNN: conv + max-pool blocks, flatten, two dense layers. Options for larger inputs and
-    more accuracy: colour constancy, BatchNorm, more convs per block (VGG-style), a strided first conv, global average
-    pooling instead of flatten."""
+    more accuracy: colour constancy, BatchNorm, more convs per block (VGG-style), a strided first
+    conv, global average pooling instead of flatten."""
     model = keras.Sequential(name="skinsage_cnn")
     model.add(keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image"))
     model.add(layers.Rescaling(1.0 / 255))
