@@ -13,10 +13,10 @@ import argparse
 
 import numpy as np
 
-from skinsage.dataset import load_split
-from skinsage.evaluation import predict_probabilities
-from skinsage.metrics import summary_metrics
-from skinsage.modelfile import load_model
+from skinsage.evaluate.metrics import summary_metrics
+from skinsage.model.inference import predict_probabilities
+from skinsage.model.model_file import load_model
+from skinsage.prepared import load_split
 
 
 def report(name: str, labels: np.ndarray, probs: np.ndarray) -> dict:

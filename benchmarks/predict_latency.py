@@ -78,11 +78,11 @@ def describe_images(files: list[Path]) -> str:
 
 
 def save_model(kind: str, overrides: dict, path: Path) -> Path:
-    from skinsage.dataset import PreparedData
-    from skinsage.modelfile import save_model as save
-    from skinsage.models import build_model
+    from skinsage.model.architectures import build_model
+    from skinsage.model.model_file import save_model as save
     from skinsage.params import load_params
-    from skinsage.training import model_metadata
+    from skinsage.prepared import PreparedData
+    from skinsage.train.trainer import model_metadata
 
     params = load_params(ROOT / "params.yaml", {"model": kind, **overrides})
     classes = [f"class_{i}" for i in range(7)]

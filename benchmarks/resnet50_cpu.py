@@ -88,9 +88,9 @@ def main() -> None:
 def synthetic_data(params, n_train: int):
     import numpy as np
 
-    from skinsage.dataset import PreparedData, Split
-    from skinsage.sources.synthetic import make_synthetic
+    from skinsage.data.sources.synthetic import make_synthetic
     from skinsage.params import SyntheticParams
+    from skinsage.prepared import PreparedData, Split
 
     n_val = max(1, n_train // 8)
     classes = params.data.synthetic.num_classes
@@ -106,8 +106,8 @@ def synthetic_data(params, n_train: int):
 def run(variant, params, data) -> tuple[float, PeakRss]:
     import keras
 
-    from skinsage.models import build_model
-    from skinsage.training import seed_everything
+    from skinsage.model.architectures import build_model
+    from skinsage.train.trainer import seed_everything
 
     seed_everything(params.seed)
     model = build_model("resnet50", len(data.class_names), params.model_params)
@@ -121,8 +121,8 @@ def run(variant, params, data) -> tuple[float, PeakRss]:
 
 
 def naive(model, params, data) -> None:
-    from skinsage.dataset import tf_dataset
-    from skinsage.fitting import fit_phase
+    from skinsage.train.inputs import tf_dataset
+    from skinsage.train.phase import fit_phase
 
     t = params.train
     train = tf_dataset(data.splits["train"], t.batch_size, shuffle=True, seed=params.seed)
@@ -132,7 +132,7 @@ def naive(model, params, data) -> None:
 
 
 def cached(model, params, data) -> None:
-    from skinsage.transfer import train_resnet50
+    from skinsage.train.resnet50 import train_resnet50
 
     train_resnet50(model, params, data, class_weight=None)  # fine_tune.epochs is 0: the head phase only
 

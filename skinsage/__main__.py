@@ -1,6 +1,6 @@
 """`python -m skinsage ...`: the same as the installed `skinsage` command."""
 
-from .cli import main
+from .app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

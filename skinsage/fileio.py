@@ -7,6 +7,7 @@ of the same target.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -101,6 +102,15 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The MD5 of a file's bytes: what MedMNIST publishes and DVC records."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -19,7 +19,6 @@ import yaml
 from .errors import SkinSageError
 
 MODEL_NAMES = ("cnn", "resnet50")
-SOURCES = ("medmnist", "folder", "synthetic")
 MEDMNIST_SIZES = (28, 64, 128, 224)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as `python stages/plot.py`
 
 from skinsage.errors import run_reporting_errors  # noqa: E402
-from skinsage.figures import render_all  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
+from skinsage.report.render import render_all  # noqa: E402
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as `python stages/prepare.py`
 
+from skinsage.data.prepare import prepare  # noqa: E402
 from skinsage.errors import run_reporting_errors  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
-from skinsage.prepare import prepare  # noqa: E402
 
 
 def main() -> None:

@@ -5,13 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as `python stages/train.py`
 
-from skinsage.dataset import load_prepared  # noqa: E402
 from skinsage.errors import run_reporting_errors  # noqa: E402
 from skinsage.fileio import write_json  # noqa: E402
-from skinsage.history import write_history  # noqa: E402
-from skinsage.modelfile import save_model  # noqa: E402
+from skinsage.model.model_file import save_model  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
-from skinsage.training import model_metadata, train_model  # noqa: E402
+from skinsage.prepared import load_prepared  # noqa: E402
+from skinsage.train.history import write_history  # noqa: E402
+from skinsage.train.trainer import model_metadata, train_model  # noqa: E402
 
 
 def main() -> None:

@@ -16,5 +16,5 @@ def model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clf(model_path):
-    from skinsage.predict import Classifier
+    from skinsage.app.classifier import Classifier
     return Classifier.load(model_path)

@@ -9,14 +9,16 @@ import keras
 import numpy as np
 import pytest
 
-from skinsage import training
-from skinsage.dataset import PreparedData, Split
-from skinsage.evaluation import predict_probabilities
-from skinsage.fitting import DEFAULT_BN_MOMENTUM, adapt_batch_norm_momentum, class_weights, make_optimizer
-from skinsage.logit_adjustment import LogitAdjustment, adjust, choose_tau, class_prior
-from skinsage.modelfile import load_model, save_model
-from skinsage.models import build_cnn
+from skinsage.model.architectures import build_cnn
+from skinsage.model.inference import predict_probabilities
+from skinsage.model.layers import LogitAdjustment
+from skinsage.model.logit_adjustment import adjust, class_prior
+from skinsage.model.model_file import load_model, save_model
 from skinsage.params import ParamsError, load_params
+from skinsage.prepared import PreparedData, Split
+from skinsage.train import trainer as training
+from skinsage.train.phase import DEFAULT_BN_MOMENTUM, adapt_batch_norm_momentum, class_weights, make_optimizer
+from skinsage.train.tau_sweep import choose_tau
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,7 +190,7 @@ def test_bad_tau_is_refused():
 class LeftColumnModel:
     """Probability of class 1 = mean brightness of the left column: not flip invariant."""
 
-    def predict(self, images, batch_size=None, verbose=0):
+    def predict_on_batch(self, images):
         p1 = images[:, :, 0, :].mean(axis=(1, 2)) / 255.0
         return np.stack([1 - p1, p1], axis=1)
 
@@ -209,7 +211,7 @@ def test_flip_tta_averages_the_four_flips():
 def test_mixup_mixes_images_and_labels_with_the_same_weight():
     import tensorflow as tf
 
-    from skinsage.augment import mixup_dataset, one_hot_dataset
+    from skinsage.train.augment import mixup_dataset, one_hot_dataset
 
     images = np.zeros((8, 4, 4, 3), np.uint8)
     images[:4] = 200  # class 0 bright, class 1 black
@@ -260,8 +262,8 @@ def test_max_accuracy_drop_limits_how_far_tau_may_go():
 
 
 def test_tau_sweep_scores_exactly_what_the_adjusted_model_scores_under_flip_tta():
-    from skinsage.evaluation import variant_probabilities
-    from skinsage.logit_adjustment import with_adjustment
+    from skinsage.model.inference import variant_probabilities
+    from skinsage.model.logit_adjustment import with_adjustment
 
     keras.utils.set_random_seed(3)  # sees the top-left quarter only: each flip predicts differently
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Cropping2D(((0, 4), (0, 4))),
@@ -277,7 +279,7 @@ def test_tau_sweep_scores_exactly_what_the_adjusted_model_scores_under_flip_tta(
 
 
 def test_restored_epoch_ignores_epochs_before_start_from_epoch():
-    from skinsage.fitting import monitored_best
+    from skinsage.train.phase import monitored_best
 
     losses = [0.5, 0.9, 0.8, 0.7, 0.75]
     assert monitored_best(losses, "val_loss", 0) == 0
@@ -321,7 +323,7 @@ def test_training_lowers_the_momentum_for_a_small_dataset():
 
 
 def test_shades_of_gray_removes_a_colour_cast_and_keeps_neutral_images():
-    from skinsage.models import ShadesOfGray
+    from skinsage.model.layers import ShadesOfGray
 
     rng = np.random.default_rng(0)
     grey = rng.uniform(0.1, 0.6, size=(2, 16, 16, 1)).astype("float32")

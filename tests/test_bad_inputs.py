@@ -8,6 +8,7 @@ in skipped.csv, a summary line is printed, and prepare fails only when a class h
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -21,14 +22,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinsage.duplicates import count_leakage
-from skinsage.dataset import PreparedData, Split
+from skinsage.data.duplicates import count_leakage
+from skinsage.data.images import ImageError, load_image
+from skinsage.data.prepare import PrepareError, prepare
+from skinsage.data.sources import medmnist
+from skinsage.data.sources.medmnist import MedmnistError, fetch, read_npz
 from skinsage.errors import SkinSageError
-from skinsage.images import ImageError, load_image
 from skinsage.params import ParamsError, load_params
-from skinsage.prepare import PrepareError, prepare
-from skinsage.sources import medmnist
-from skinsage.sources.medmnist import MedmnistError, fetch, read_npz
+from skinsage.prepared import PreparedData, Split
 
 from local_server import QuietHandler, serving
 
@@ -294,7 +295,7 @@ def test_parallel_decoding_gives_the_same_arrays_as_serial(tmp_path):
         for i in range(6):
             noisy_jpeg(root / label / f"{i}.jpg", seed=ord(label) * 10 + i)
     (root / "a" / "bad.jpg").write_bytes(b"")
-    from skinsage.sources.folder import load_folder
+    from skinsage.data.sources.folder import load_folder
     serial, parallel = load_folder(root, SIZE, workers=1), load_folder(root, SIZE, workers=2)
     assert np.array_equal(serial.images["all"], parallel.images["all"])
     assert serial.paths == parallel.paths and serial.skipped == parallel.skipped
@@ -483,7 +484,7 @@ def server():
         yield url
 
 
-MD5 = medmnist.hashlib.md5(PAYLOAD).hexdigest()
+MD5 = hashlib.md5(PAYLOAD).hexdigest()
 
 
 def test_download_succeeds_and_replaces_leftovers_of_a_killed_run(server, tmp_path):
@@ -616,7 +617,7 @@ def test_static_no_pickle_no_unsafe_model_loading_no_eval():
 
 def test_model_file_with_a_python_lambda_is_refused(tmp_path):
     import keras
-    from skinsage.modelfile import load_model, save_model
+    from skinsage.model.model_file import load_model, save_model
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     save_model(model, tmp_path / "untrusted.keras", {"classes": ["a", "b"], "image_size": 2})

@@ -1,4 +1,4 @@
-"""The `skinsage` command: predict / evaluate / info, run in-process through `skinsage.cli.main`
+"""The `skinsage` command: predict / evaluate / info, run in-process through `skinsage.app.cli.main`
 and once as `python -m skinsage` to prove the entry point."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinsage import modelfile
-from skinsage.cli import main
-from skinsage.evaluation import predict_probabilities
-from skinsage.metrics import SUMMARY_KEYS, evaluate_predictions
-from skinsage.predict import Classifier
+from skinsage.app.classifier import Classifier
+from skinsage.app.cli import main
+from skinsage.evaluate.metrics import SUMMARY_KEYS, evaluate_predictions
+from skinsage.model import model_file as modelfile
+from skinsage.model.inference import predict_probabilities
 from tiny_model import CLASSES, ROOT, SIZE, noise, save, truncated_jpeg
 
 
@@ -200,7 +200,7 @@ def class_folders(root: Path, names: list[tuple[str, int]],
 
 def expected_metrics(clf: Classifier, images: np.ndarray, labels) -> dict:
     """What the evaluate stage computes: its probability function, then skinsage.metrics."""
-    probs = predict_probabilities(clf.model, images, batch_size=256)
+    probs = predict_probabilities(clf.model, images, batch_size=256, tta=clf.tta)
     return evaluate_predictions(np.asarray(labels), probs, CLASSES)
 
 

@@ -45,8 +45,8 @@ def test_two_forced_runs_are_identical(tmp_path):
                 for l in lock]
     assert prepared[0]["md5"] == prepared[1]["md5"]  # DVC sees the same data: no needless retrain
 
-    from skinsage.dataset import load_split
-    from skinsage.modelfile import load_model
+    from skinsage.model.model_file import load_model
+    from skinsage.prepared import load_split
     test = load_split(project / "data" / "prepared", "test")
     models = [load_model(root / "models" / "model.keras")[0] for root in (first, project)]
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from skinsage.curves import calibration_bins, read_rows
-from skinsage.dataset import Split
-from skinsage.evaluation import EVALUATION_FILES, evaluate_split, json_safe, write_evaluation
-from skinsage.metrics import (SUMMARY_KEYS, bootstrap_ci, brier_score, confusion,
-                              evaluate_predictions, expected_calibration_error, medmnist_auc,
-                              rank_macro_auc)
+from skinsage.evaluate.curves import calibration_bins, read_rows
+from skinsage.evaluate.outputs import EVALUATION_FILES, json_safe, write_evaluation
+from skinsage.evaluate.scoring import evaluate_split
+from skinsage.prepared import Split
+from skinsage.evaluate.metrics import (SUMMARY_KEYS, bootstrap_ci, brier_score, confusion, evaluate_predictions,
+                                       expected_calibration_error, medmnist_auc, rank_macro_auc)
 from skinsage.params import ParamsError, load_params
 
 NAMES3 = ["alpha", "beta", "gamma"]
@@ -156,18 +156,23 @@ class FixedModel:
     def __init__(self, probs):
         self.probs = probs
 
-    def predict(self, images, batch_size, verbose=0):
-        assert len(images) == len(self.probs)
-        return (self.probs * 3).astype(np.float32)
+    def predict_on_batch(self, images):
+        """The probabilities of the images whose first pixel holds their index (unnormalised,
+        as float32: the inference path must renormalise)."""
+        return (self.probs[images[:, 0, 0, 0]] * 3).astype(np.float32)
 
 
 def test_evaluate_split_and_written_files(tmp_path):
     y, probs = random_case(n=120, classes=3, seed=5)
-    split = Split(images=np.zeros((120, 4, 4, 3), np.uint8), labels=y)
-    metrics, matrix, got = evaluate_split(FixedModel(probs), split, NAMES3, 32)  # the old signature
+    images = np.zeros((120, 4, 4, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(120)
+    split = Split(images=images, labels=y)
+    metrics, matrix, got = evaluate_split(FixedModel(probs), split, NAMES3, 32, tta="none")
     assert np.allclose(got, probs, atol=1e-6) and "ci95" not in metrics
-    metrics, matrix, got = evaluate_split(FixedModel(probs), split, NAMES3, 32, bootstrap=50, seed=1)
-    val, _, _ = evaluate_split(FixedModel(probs[:60]), Split(split.images[:60], y[:60]), NAMES3, 32)
+    metrics, matrix, got = evaluate_split(FixedModel(probs), split, NAMES3, 32, tta="none", bootstrap=50,
+                                          seed=1)
+    val, _, _ = evaluate_split(FixedModel(probs[:60]), Split(split.images[:60], y[:60]), NAMES3, 32,
+                               tta="none")
     write_evaluation(tmp_path, metrics, val, matrix, y, got, NAMES3)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(EVALUATION_FILES)
 

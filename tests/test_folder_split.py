@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skinsage.data.prepare import prepare
+from skinsage.data.sources.folder import FolderError, load_folder
 from skinsage.params import load_params
-from skinsage.prepare import prepare
-from skinsage.sources.folder import FolderError, load_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16

@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +58,51 @@ def test_every_declared_output_exists_with_expected_structure(project):
         assert (project / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(STAGES) <= set(lock["stages"])
+
+
+def skinsage(project, *args) -> str:
+    """`python -m skinsage ...` in the project, as a user runs it there (the project's own code)."""
+    from dvc_project import env
+    result = subprocess.run([sys.executable, "-m", "skinsage", *map(str, args)], cwd=project, env=env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_skinsage_evaluate_on_the_prepared_test_split_reproduces_eval_json(project):
+    recorded = json.loads((project / "metrics" / "eval.json").read_text())
+    skinsage(project, "evaluate", "--model", "models/model.keras", "--data", "data/prepared",
+             "--split", "test", "--out", "cli_eval.json")
+    cli = json.loads((project / "cli_eval.json").read_text())
+    assert cli["tta"] == "flips"  # params.yaml's evaluate.tta, recorded in the model file
+    for key in ("accuracy", "balanced_accuracy", "auc_macro_ovr", "loss", "ece", "brier", "macro_f1"):
+        assert cli["metrics"][key] == pytest.approx(recorded[key], abs=1e-6), key
+    for key, interval in recorded["ci95"].items():
+        assert cli["metrics"]["ci95"][key] == pytest.approx(interval, abs=1e-6), key
+    # without the model's TTA the same command scores differently: it is really applied
+    skinsage(project, "evaluate", "--model", "models/model.keras", "--data", "data/prepared",
+             "--tta", "none", "--out", "cli_eval_plain.json")
+    plain = json.loads((project / "cli_eval_plain.json").read_text())
+    assert plain["tta"] == "none" and abs(plain["metrics"]["loss"] - recorded["loss"]) > 1e-6
+
+
+def test_skinsage_predict_gives_the_probabilities_in_predictions_csv(project, tmp_path):
+    from PIL import Image
+    with np.load(project / "data" / "prepared" / "test.npz") as npz:
+        images = npz["images"]
+    for i, image in enumerate(images):  # PNG: lossless, and already at the model's size
+        Image.fromarray(image).save(tmp_path / f"{i:03d}.png")
+    predicted = json.loads(skinsage(project, "predict", "--model", "models/model.keras", "--format", "json",
+                                    tmp_path))
+    rows = list(csv.DictReader((project / "metrics" / "predictions.csv").open()))
+    assert predicted["tta"] == "flips" and len(predicted["predictions"]) == len(rows) == len(images)
+    for prediction in predicted["predictions"]:
+        row = rows[int(Path(prediction["path"]).stem)]
+        expected = {key.removeprefix("p_"): float(v) for key, v in row.items() if key.startswith("p_")}
+        assert set(expected) == set(prediction["probabilities"])
+        for name, p in expected.items():
+            assert prediction["probabilities"][name] == pytest.approx(p, abs=1e-6)
+        assert prediction["label"] == row["predicted"]
 
 
 def test_second_repro_runs_nothing(project):

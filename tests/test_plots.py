@@ -9,13 +9,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from skinsage.dataset import PreparedData, Split, count_summary, save_prepared
-from skinsage.evaluation import write_evaluation
+from skinsage.evaluate.metrics import confusion, evaluate_predictions
+from skinsage.evaluate.outputs import write_evaluation
 from skinsage.fileio import write_json
-from skinsage.figures import PLOT_FILES, best_epoch, read_history_rows, render_all
-from skinsage.metrics import confusion, evaluate_predictions
 from skinsage.params import load_params
-from skinsage.plots import pixel_size, select_examples
+from skinsage.prepared import PreparedData, Split, count_summary, save_prepared
+from skinsage.report.charts import pixel_size, select_examples
+from skinsage.report.render import PLOT_FILES, best_epoch, render_all
+from skinsage.train.history import read_history
 
 DERMA_NAMES = ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
                "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
@@ -90,7 +91,7 @@ def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path,
 
 def test_history_with_a_phase_column_is_read_as_numbers_and_text(tmp_path):
     fake_run(tmp_path, SHAPES, "x", phases=True)
-    rows = read_history_rows(tmp_path / "metrics" / "history.csv")
+    rows = read_history(tmp_path / "metrics" / "history.csv")
     assert rows[0]["epoch"] == 1 and isinstance(rows[0]["loss"], float)
     assert [row["phase"] for row in rows] == ["head"] * 3 + ["fine_tune"] * 3
     assert best_epoch({"best_epoch": 5}, rows) == 5

@@ -18,15 +18,15 @@ import pytest
 from PIL import Image
 
 from skinsage import Classifier, Prediction
+from skinsage.app.classifier import PredictError, collect_images
+from skinsage.app.evaluation_data import LabelledDataError, match_folders
+from skinsage.app.model_info import recorded_test_metrics
+from skinsage.data.images import ImageError
+from skinsage.data.prepare import prepare
+from skinsage.data.sources.folder import load_folder
 from skinsage.errors import SkinSageError
-from skinsage.evaluation import predict_probabilities
-from skinsage.images import ImageError
-from skinsage.labelled import LabelledDataError, match_folders
-from skinsage.modelfile import ModelFileError, save_model
-from skinsage.modelinfo import recorded_test_metrics
-from skinsage.predict import PredictError, collect_images
-from skinsage.prepare import prepare
-from skinsage.sources.folder import load_folder
+from skinsage.model.inference import predict_probabilities
+from skinsage.model.model_file import ModelFileError, save_model
 from tiny_model import (CLASSES, ROOT, SIZE, exif_rotated, noise, save, save_tiny_model, tiny_params,
                         truncated_jpeg)
 
@@ -65,7 +65,7 @@ def test_file_prediction_equals_prediction_of_its_prepared_array(tmp_path, clf):
         by_file, by_array = clf.predict(path), clf.predict(matches[0])
         assert by_file.probabilities == by_array.probabilities  # exactly
         assert by_file.source == str(path) and by_array.source is None
-        via_evaluate = predict_probabilities(clf.model, matches[0][None], batch_size=1)[0]
+        via_evaluate = predict_probabilities(clf.model, matches[0][None], batch_size=1, tta=clf.tta)[0]
         np.testing.assert_allclose(list(by_file.probabilities.values()), via_evaluate, atol=1e-6)
 
 
@@ -167,10 +167,10 @@ def test_model_with_code_is_refused_by_safe_mode(tmp_path):
 def test_metadata_that_does_not_fit_the_network_is_refused(tmp_path, clf):
     path = tmp_path / "mislabelled.keras"
     save_model(clf.model, path, {**clf.metadata, "classes": ["a", "b"]})
-    with pytest.raises(PredictError, match="3 outputs but its metadata names 2 classes"):
+    with pytest.raises(ModelFileError, match="3 outputs but its metadata names 2 classes"):
         Classifier.load(path)
     save_model(clf.model, path, {**clf.metadata, "image_size": 224})
-    with pytest.raises(PredictError, match="says 224 px"):
+    with pytest.raises(ModelFileError, match="says 224 px"):
         Classifier.load(path)
 
 
@@ -252,7 +252,7 @@ def test_predict_files_reports_unreadable_files_and_keeps_order(clf, tmp_path):
 
 
 def test_importing_skinsage_does_not_import_tensorflow():
-    code = ("import sys, skinsage; from skinsage import Classifier; import skinsage.cli; "
+    code = ("import sys, skinsage; from skinsage import Classifier; import skinsage.app.cli; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
@@ -325,17 +325,40 @@ def fake_project(tmp_path: Path, model_path: Path) -> tuple[Path, Path]:
 
 def test_info_shows_metrics_that_dvc_lock_ties_to_this_model(tmp_path, model_path, clf):
     model, eval_json = fake_project(tmp_path, model_path)
-    metrics, source = recorded_test_metrics(model, clf.metadata)
+    metrics, source = recorded_test_metrics(model)
     assert metrics == {"accuracy": 0.75, "num_images": 40} and str(eval_json) in source
 
 
 def test_info_hides_metrics_of_another_model(tmp_path, model_path, clf):
     model, eval_json = fake_project(tmp_path, model_path)
     save_tiny_model(model, seed=1)  # retrained since `evaluate` ran
-    assert recorded_test_metrics(model, clf.metadata) == (None, None)
+    assert recorded_test_metrics(model) == (None, None)
 
 
 def test_info_hides_edited_metrics(tmp_path, model_path, clf):
     model, eval_json = fake_project(tmp_path, model_path)
     eval_json.write_text(json.dumps({"accuracy": 0.99}))
-    assert recorded_test_metrics(model, clf.metadata) == (None, None)
+    assert recorded_test_metrics(model) == (None, None)
+
+
+# --- the one inference path: the TTA recorded in the model file ----------------------------------
+
+def test_classifier_runs_the_model_with_its_recorded_tta(model_path, clf):
+    images = np.stack([noise(seed, (SIZE, SIZE, 3)) for seed in range(4)])
+    assert clf.metadata["inference"] == {"tta": "flips"} and clf.tta == "flips"
+    flips = predict_probabilities(clf.model, images, 8, tta="flips")
+    plain = predict_probabilities(clf.model, images, 8, tta="none")
+    assert np.abs(flips - plain).max() > 1e-4  # the flips matter for this model: the test can fail
+    np.testing.assert_allclose(clf.probabilities(images), flips, atol=1e-7)
+    np.testing.assert_allclose(Classifier.load(model_path, tta="none").probabilities(images), plain, atol=1e-7)
+    with pytest.raises(PredictError, match="tta must be one of none, flips"):
+        Classifier(clf.model, clf.metadata, tta="rotations")
+
+
+def test_tta_of_older_files_comes_from_their_params_and_bad_values_are_refused(tmp_path, clf):
+    older = {k: v for k, v in clf.metadata.items() if k != "inference"}
+    save_model(clf.model, tmp_path / "older.keras", older)
+    assert Classifier.load(tmp_path / "older.keras").tta == "flips"  # params.evaluate.tta
+    save_model(clf.model, tmp_path / "bad.keras", {**clf.metadata, "inference": {"tta": "sideways"}})
+    with pytest.raises(ModelFileError, match="records TTA 'sideways'"):
+        Classifier.load(tmp_path / "bad.keras")

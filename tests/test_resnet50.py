@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from skinsage import transfer
-from skinsage.dataset import PreparedData, Split
-from skinsage.modelfile import load_model, save_model
-from skinsage.models import RESNET50_WEIGHTS_FILE, ModelError, build_resnet50
+from skinsage.model.architectures import RESNET50_WEIGHTS_FILE, ModelError, build_resnet50
+from skinsage.model.model_file import load_model, save_model
 from skinsage.params import load_params
-from skinsage.training import model_metadata, train_model
+from skinsage.prepared import PreparedData, Split
+from skinsage.train import resnet50 as transfer
+from skinsage.train.trainer import model_metadata, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, CLASSES = 32, ["circle", "square", "triangle"]

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinsage.dataset import SPLITS, SplitError, stratified_split
+from skinsage.data.sources import load_source, medmnist
+from skinsage.data.sources.folder import load_folder
+from skinsage.data.sources.medmnist import MedmnistError, load_medmnist
+from skinsage.data.sources.synthetic import make_synthetic
+from skinsage.data.splits import SplitError, stratified_split
 from skinsage.errors import SkinSageError
 from skinsage.params import SyntheticParams, load_params
-from skinsage.sources import load_source, medmnist
-from skinsage.sources.folder import load_folder
-from skinsage.sources.medmnist import MedmnistError, load_medmnist
-from skinsage.sources.synthetic import make_synthetic
+from skinsage.prepared import SPLITS
 
 from local_server import QuietHandler, serving
 
@@ -228,7 +229,7 @@ def served_dermamnist_64(server, monkeypatch):
 
 
 def test_medmnist_download_keeps_the_official_split_and_resizes(served_dermamnist_64, tmp_path, capsys):
-    from skinsage.prepare import prepare
+    from skinsage.data.prepare import prepare
 
     body, arrays, info = served_dermamnist_64
     p = params(**{"model": "cnn", "models.cnn.image_size": 32, "data.source": "medmnist",
@@ -315,8 +316,8 @@ def cnn_params(**overrides):
 
 @pytest.fixture(scope="module")
 def cnn():
-    from skinsage.models import build_cnn
-    from skinsage.training import seed_everything
+    from skinsage.model.architectures import build_cnn
+    from skinsage.train.trainer import seed_everything
 
     seed_everything(0)
     return build_cnn(NUM_CLASSES, cnn_params())
@@ -354,8 +355,8 @@ def test_cnn_layers_are_the_seed_architecture_and_all_trainable(cnn):
 
 
 def test_same_seed_gives_the_same_initial_weights():
-    from skinsage.models import build_cnn
-    from skinsage.training import seed_everything
+    from skinsage.model.architectures import build_cnn
+    from skinsage.train.trainer import seed_everything
 
     def weights(seed):
         seed_everything(seed)
@@ -368,7 +369,7 @@ def test_same_seed_gives_the_same_initial_weights():
 
 
 def test_build_model_selects_the_cnn_and_refuses_unknown_names():
-    from skinsage.models import ModelError, build_model
+    from skinsage.model.architectures import ModelError, build_model
 
     model = build_model("cnn", 2, cnn_params(**{"models.cnn.image_size": 24}))
     assert model.name == "skinsage_cnn" and model.output_shape == (None, 2)

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from skinsage import augment, training
-from skinsage.dataset import PreparedData, Split
-from skinsage.fitting import best_index, class_weights
-from skinsage.history import read_history, write_history
 from skinsage.params import ParamsError, load_params
+from skinsage.prepared import PreparedData, Split
+from skinsage.train import augment
+from skinsage.train import trainer as training
+from skinsage.train.history import read_history, write_history
+from skinsage.train.phase import best_index, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 AUG_OFF = {"flip": False, "rotate90": False, "rotation": 0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0}
@@ -231,7 +232,7 @@ def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
     assert 0 <= evaluation["accuracy"] <= 1 and evaluation["loss"] > 0
 
-    from skinsage.modelfile import load_model
+    from skinsage.model.model_file import load_model
     model, metadata = load_model(project / "models" / "model.keras")
     assert {"classes", "image_size", "model", "dataset", "params_hash", "params", "train_summary"} <= set(metadata)
     assert metadata["model"] == "resnet50" and metadata["image_size"] == 32 and len(metadata["classes"]) == 4

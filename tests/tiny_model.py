@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from skinsage.dataset import PreparedData
-from skinsage.modelfile import save_model
+from skinsage.model.model_file import save_model
 from skinsage.params import load_params
-from skinsage.training import model_metadata
+from skinsage.prepared import PreparedData
+from skinsage.train.trainer import model_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -28,7 +28,7 @@ def tiny_params(**overrides):
 def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0) -> Path:
     import keras
 
-    from skinsage.models import build_cnn
+    from skinsage.model.architectures import build_cnn
 
     params = tiny_params()
     keras.utils.set_random_seed(seed)

@@ -1,0 +1,197 @@
+"""Using a trained model: `Classifier` for Python code, and what `skinsage predict` runs.
+
+    from skinsage import Classifier
+    clf = Classifier.load("models/model.keras")   # load once ...
+    clf.predict("lesion.jpg").label                # ... predict many times
+    clf.predict(["a.jpg", pil_image, uint8_array])  # a list is one batch, a list comes back
+
+Images go through `data.images.load_image`, the function `prepare` uses, so a photo is seen exactly
+as in training; probabilities come from `model.inference`, the path the `evaluate` stage scores, with
+the TTA recorded in the model file (override with `tta=`). Class names and input size come from the
+metadata `train` saved inside the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..data.images import ImageError, is_os_clutter, load_image
+from ..errors import SkinSageError
+from ..model.inference import TTA_CHOICES, predict_probabilities
+from ..model.model_file import check_metadata, check_network, inference_settings
+
+DEFAULT_TOP_K = 3
+BATCH_SIZE = 32
+
+
+class PredictError(SkinSageError, ValueError):
+    """The model or the input cannot be used for prediction."""
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One image's answer: the most probable class, the k most probable, and every class's probability."""
+
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+    probabilities: dict[str, float]  # all classes, sums to 1
+    image_size: int                  # the model's input size the image was resized to
+    source: str | None = None        # the file, when predicted from a path
+
+    def to_dict(self) -> dict:
+        return {"path": self.source, "label": self.label, "probability": self.probability,
+                "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
+                "probabilities": dict(self.probabilities), "image_size": self.image_size}
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """A file given to `predict_files`: its prediction, or why it could not be read."""
+
+    path: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+@dataclass
+class Collected:
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class Classifier:
+    """A loaded SkinSage model with its class names and input size. Load once, reuse."""
+
+    def __init__(self, model, metadata: dict, path: str | None = None, tta: str | None = None):
+        """`tta`: None runs the model as it was evaluated (recorded in its metadata); "none" or
+        "flips" overrides that."""
+        where = path or "model"
+        self.model = model
+        self.metadata = metadata
+        self.path = path
+        self.classes, self.image_size = check_metadata(metadata, where)
+        check_network(model, metadata, where)
+        if tta is not None and tta not in TTA_CHOICES:
+            raise PredictError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+        self.tta = tta or inference_settings(metadata, where)["tta"]
+
+    @classmethod
+    def load(cls, path: str | Path, tta: str | None = None) -> "Classifier":
+        """Read a `.keras` file written by `train` (Keras safe mode: the file cannot run code)."""
+        from ..model.model_file import load_model
+
+        model, metadata = load_model(path)
+        return cls(model, metadata, str(path), tta=tta)
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata.get("model", "unknown"))
+
+    def prepare(self, source) -> np.ndarray:
+        """A path, Pillow image or uint8 array -> the model's (size, size, 3) uint8 input."""
+        if isinstance(source, (str, os.PathLike)):
+            return load_image(source, self.image_size)
+        if isinstance(source, Image.Image):
+            return load_image(source, self.image_size)
+        if isinstance(source, np.ndarray):
+            return load_image(_array_to_image(source), self.image_size)
+        raise PredictError(f"cannot predict a {type(source).__name__}: give a file path, a Pillow "
+                           "image or a uint8 array (H, W), (H, W, 3) or (H, W, 4)")
+
+    def predict(self, inputs, top_k: int = DEFAULT_TOP_K, batch_size: int = BATCH_SIZE):
+        """One input -> a Prediction; a list (or an (N, H, W, C) array) -> a list of them."""
+        single = not isinstance(inputs, (list, tuple)) and not (
+            isinstance(inputs, np.ndarray) and inputs.ndim == 4)
+        items = [inputs] if single else list(inputs)
+        arrays = [self.prepare(item) for item in items]
+        sources = [str(item) if isinstance(item, (str, os.PathLike)) else None for item in items]
+        results = self._predict_arrays(arrays, sources, top_k, batch_size)
+        return results[0] if single else results
+
+    def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
+        exactly what the `evaluate` stage scores for them."""
+        return predict_probabilities(self.model, images, batch_size, self.tta)
+
+    def predict_files(self, paths: Iterable[str | Path], top_k: int = DEFAULT_TOP_K,
+                      batch_size: int = BATCH_SIZE) -> Iterator[FileOutcome]:
+        """Outcomes in input order, a batch at a time; an unreadable file is reported, not raised."""
+        paths = iter(paths)
+        while chunk := list(islice(paths, batch_size)):
+            arrays, readable, errors = [], [], {}
+            for path in chunk:
+                try:
+                    arrays.append(self.prepare(path))
+                    readable.append(str(path))
+                except ImageError as err:
+                    errors[str(path)] = str(err).removeprefix(f"{path}: ")
+            predictions = iter(self._predict_arrays(arrays, readable, top_k, batch_size))
+            for path in map(str, chunk):
+                yield (FileOutcome(path, error=errors[path]) if path in errors
+                       else FileOutcome(path, prediction=next(predictions)))
+
+    def _predict_arrays(self, arrays: list[np.ndarray], sources: list[str | None], top_k: int,
+                        batch_size: int) -> list[Prediction]:
+        if top_k < 1:
+            raise PredictError(f"top-k must be at least 1, got {top_k}")
+        if not arrays:
+            return []
+        probs = self.probabilities(np.stack(arrays), batch_size)
+        return [self._result(row, source, top_k) for row, source in zip(probs, sources)]
+
+    def _result(self, row: np.ndarray, source: str | None, top_k: int) -> Prediction:
+        order = np.argsort(-row, kind="stable")[:top_k]  # ties keep the class order
+        ranked = [(self.classes[i], float(row[i])) for i in order]
+        return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
+                          probabilities={name: float(p) for name, p in zip(self.classes, row)},
+                          image_size=self.image_size, source=source)
+
+
+def collect_images(inputs: Iterable[str | Path]) -> Collected:
+    """Files to predict: given files as they are, folders searched recursively (hidden files and
+    OS clutter left out, symlinked folders not followed). Missing paths and empty folders are
+    problems to report, not errors: the other inputs are still predicted."""
+    found = Collected()
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = _files_under(path)
+            found.files += files
+            if not files:
+                found.problems.append((str(path), "no image files in this folder (searched recursively)"))
+        elif path.exists():
+            found.files.append(path)
+        else:
+            found.problems.append((str(path), "no such file or folder"))
+    found.files = list(dict.fromkeys(found.files))  # the same file named twice is predicted once
+    return found
+
+
+def _files_under(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [Path(dirpath) / name for name in sorted(filenames)
+                  if not is_os_clutter(name) and (Path(dirpath) / name).is_file()]
+    return files
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise PredictError(f"expected a uint8 image array (0-255, as decoded from a file), got "
+                           f"{array.dtype}; convert with (array * 255).round().astype('uint8') if "
+                           "it holds 0-1 floats")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise PredictError(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got "
+                           f"{array.shape}")
+    return Image.fromarray(array)

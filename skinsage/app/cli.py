@@ -1,0 +1,206 @@
+"""The `skinsage` command (also `python -m skinsage`): predict, evaluate, info.
+
+Parsing and printing only: the work is done by `Classifier` (classifier.py), evaluation_data.py
+and the evaluate stage's scoring, all through the model's one inference path.
+Errors are printed as `error: ...` with exit status 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .. import __version__
+from ..errors import SkinSageError
+
+DEFAULT_MODEL = "models/model.keras"
+PROGRESS_AFTER = 8  # images; fewer need no progress bar
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SkinSageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `skinsage predict ... | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skinsage", description=(
+        "Use a trained SkinSage model. Class names and input size come from the model file. "
+        "Not for clinical decisions."))
+    parser.add_argument("--version", action="version", version=f"skinsage {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="classify images or folders of images",
+                                  description="Classify image files; folders are searched recursively.")
+    _model_option(predict)
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    predict.add_argument("--top-k", type=_positive, default=3, help="classes shown per image (default 3)")
+    predict.add_argument("--format", choices=("table", "json", "csv"), help=(
+        "table for people; json or csv for programs (default: table on a terminal, json otherwise)"))
+    predict.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass")
+    _tta_option(predict)
+    predict.set_defaults(run=run_predict)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of the model on labelled images",
+                                   description=(
+        "The evaluate stage's metrics on labelled data: a folder with one sub-folder per class "
+        "(matched to the model's class names), a MedMNIST-layout .npz, or the prepare stage's "
+        "data/prepared (--split test reproduces metrics/eval.json)."))
+    _model_option(evaluate)
+    evaluate.add_argument("--data", required=True,
+                          help="class-per-folder directory, .npz file or data/prepared")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"),
+                          help="which split of an .npz or data/prepared (default test)")
+    evaluate.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
+                          help="use folder FOLDER for the model's class CLASS (repeatable)")
+    evaluate.add_argument("--out", help="also write all metrics to this JSON file")
+    evaluate.add_argument("--bootstrap", type=_non_negative, help=(
+        "resamples for 95%% confidence intervals, 0 = none (default: the model's evaluate.bootstrap)"))
+    evaluate.add_argument("--seed", type=int, help="bootstrap seed (default: the model's seed)")
+    evaluate.add_argument("--batch-size", type=_positive,
+                          help="images per forward pass (default: the model's evaluate.batch_size)")
+    _tta_option(evaluate)
+    evaluate.add_argument("--workers", type=_non_negative, default=0,
+                          help="image decoding processes for folders; 0 = one per CPU core")
+    evaluate.set_defaults(run=run_evaluate)
+
+    info = commands.add_parser("info", help="what a model is: classes, input size, data, params, metrics")
+    _model_option(info)
+    info.add_argument("--format", choices=("text", "json"), default="text")
+    info.set_defaults(run=run_info)
+    return parser
+
+
+def run_predict(args) -> int:
+    from tqdm import tqdm
+
+    from .classifier import Classifier, PredictError, collect_images
+    from .console import predictions_csv, predictions_json, predictions_table
+
+    found = collect_images(args.inputs)
+    if not found.files:
+        _report_skipped(found.problems)
+        raise PredictError("no image files to predict")
+    clf = Classifier.load(args.model, tta=args.tta)  # once per command
+    outcomes = []
+    with tqdm(total=len(found.files), unit="img", desc="predict", file=sys.stderr,
+              disable=True if len(found.files) <= PROGRESS_AFTER else None) as bar:
+        for outcome in clf.predict_files(found.files, args.top_k, args.batch_size):
+            outcomes.append(outcome)
+            bar.update()
+    predictions = [o.prediction for o in outcomes if o.prediction]
+    skipped = found.problems + [(o.path, o.error) for o in outcomes if o.error]
+    _report_skipped(skipped)
+    if not predictions:
+        raise PredictError(f"none of the {len(found.files)} file(s) could be read as an image")
+    fmt = args.format or ("table" if sys.stdout.isatty() else "json")
+    if fmt == "table":
+        print(predictions_table(clf, predictions))
+    elif fmt == "csv":
+        print(predictions_csv(predictions), end="")
+    else:
+        print(predictions_json(clf, predictions, skipped))
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from ..evaluate.outputs import headline, json_safe
+    from ..evaluate.scoring import evaluate_split
+    from ..fileio import write_json
+    from .classifier import Classifier
+    from .console import metrics_text, model_line
+    from .evaluation_data import load_labelled
+
+    clf = Classifier.load(args.model, tta=args.tta)
+    recorded = (clf.metadata.get("params") or {}).get("evaluate") or {}
+    bootstrap = args.bootstrap if args.bootstrap is not None else recorded.get("bootstrap", 0)
+    seed = args.seed if args.seed is not None else (clf.metadata.get("params") or {}).get("seed", 0)
+    batch_size = args.batch_size or recorded.get("batch_size", 256)
+    ece = {"ece_bins": recorded["ece_bins"]} if "ece_bins" in recorded else {}
+    data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
+                         renames=_parse_maps(args.map), workers=args.workers)
+    _report_skipped(data.skipped, at_most=10)
+    metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.tta,
+                                        bootstrap=bootstrap, seed=seed, **ece)
+    print(f"{model_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
+    if args.out:
+        write_json(args.out, json_safe({
+            "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
+            "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
+            "metrics": headline(metrics), "per_class": metrics["per_class"], "confusion": matrix}))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def run_info(args) -> int:
+    from ..model.model_file import check_metadata, read_metadata
+    from .console import info_text
+    from .model_info import model_info
+
+    metadata = read_metadata(args.model)  # no need to load the network to describe it
+    check_metadata(metadata, args.model)
+    info = model_info(args.model, metadata)
+    print(json.dumps(info, indent=2) if args.format == "json" else info_text(info))
+    return 0
+
+
+def _model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"a .keras file written by the train stage (default {DEFAULT_MODEL})")
+
+
+def _tta_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", choices=("none", "flips"), help=(
+        "test-time augmentation; default: what the model was evaluated with (recorded in the file)"))
+
+
+def _report_skipped(skipped: list[tuple[str, str]], at_most: int | None = None) -> None:
+    for path, reason in skipped[:at_most]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if at_most is not None and len(skipped) > at_most:
+        print(f"... and {len(skipped) - at_most} more skipped files (all listed in --out)",
+              file=sys.stderr)
+
+
+def _parse_maps(pairs: list[str]) -> dict[str, str]:
+    from .evaluation_data import LabelledDataError
+
+    renames = {}
+    for pair in pairs:
+        folder, sep, name = pair.partition("=")
+        if not sep or not folder or not name:
+            raise LabelledDataError(f"--map {pair!r}: expected FOLDER=CLASS")
+        renames[folder] = name
+    return renames
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None

@@ -1,0 +1,93 @@
+"""What the `skinsage` command prints: predictions as a table, CSV or JSON; a model summary; metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from .classifier import Classifier, Prediction
+
+DIGITS = 4  # more than the model card's 3: people compare runs here
+
+
+def model_line(clf: Classifier) -> str:
+    return (f"model {clf.path}: {clf.kind}, {len(clf.classes)} classes, input {clf.image_size}x"
+            f"{clf.image_size} px, TTA {clf.tta}, trained on {clf.metadata.get('dataset', 'unknown data')}")
+
+
+def predictions_table(clf: Classifier, predictions: list[Prediction]) -> str:
+    ranks = max(len(p.top_k) for p in predictions)
+    header = ["path"] + [f"#{i + 1}" for i in range(ranks)]
+    rows = [[p.source or "-"] + [f"{name} {prob:6.1%}" for name, prob in p.top_k]
+            for p in predictions]
+    return model_line(clf) + "\n" + _columns([header, *rows])
+
+
+def predictions_csv(predictions: list[Prediction]) -> str:
+    ranks = max(len(p.top_k) for p in predictions)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "image_size"]
+                    + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")])
+    for p in predictions:
+        writer.writerow([p.source, p.image_size]
+                        + [v for name, prob in p.top_k for v in (name, f"{prob:.6f}")])
+    return buffer.getvalue()
+
+
+def predictions_json(clf: Classifier, predictions: list[Prediction],
+                     skipped: list[tuple[str, str]]) -> str:
+    document = {"model": clf.path, "model_kind": clf.kind, "image_size": clf.image_size, "tta": clf.tta,
+                "classes": clf.classes, "predictions": [p.to_dict() for p in predictions],
+                "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
+    return json.dumps(document, indent=2)
+
+
+def info_text(info: dict) -> str:
+    lines = [f"model file:   {info['path']}",
+             f"kind:         {info['model']}",
+             f"input size:   {info['image_size']}x{info['image_size']} px RGB",
+             f"trained on:   {info['dataset']}",
+             f"inference:    TTA {info['tta']}",
+             f"params hash:  {info['params_hash']}",
+             f"classes ({len(info['classes'])}):"]
+    lines += [f"  {i}  {name}" for i, name in enumerate(info["classes"])]
+    if info["params"]:
+        lines.append("params:")
+        lines += [f"  {key}: {json.dumps(value)}" for key, value in info["params"].items()]
+    if info["train_summary"]:
+        lines.append("training:     " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                  for k, v in info["train_summary"].items()))
+    if info["test_metrics"]:
+        lines.append(f"test metrics (from {info['test_metrics_source']}):")
+        lines.append(metrics_text(info["test_metrics"], indent="  "))
+    else:
+        lines.append("test metrics: not recorded for this file (run `dvc repro`, or "
+                     "`skinsage evaluate --model ... --data ...`)")
+    return "\n".join(lines)
+
+
+def metrics_text(metrics: dict, indent: str = "") -> str:
+    ci = metrics.get("ci95") or {}
+    rows = []
+    for key, label in METRIC_LABELS.items():
+        if key in metrics:
+            interval = (f"  95% CI {format_value(ci[key]['low'], DIGITS)}-"
+                        f"{format_value(ci[key]['high'], DIGITS)}" if key in ci else "")
+            rows.append([indent + label, format_value(metrics[key], DIGITS) + interval])
+    text = _columns(rows)
+    if metrics.get("num_images") is not None:
+        text = f"{indent}images: {metrics['num_images']}\n" + text
+    if metrics.get("per_class"):
+        header = [indent + "class", *PER_CLASS_LABELS]
+        class_rows = [[indent + name] + [format_value(stats.get(col), DIGITS) for col in PER_CLASS_LABELS]
+                      for name, stats in metrics["per_class"].items()]
+        text += "\n\n" + _columns([header, *class_rows])
+    return text
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -1,0 +1,143 @@
+"""From a source to model-ready splits at the selected model's image size.
+
+Policy for messy data: unreadable files are skipped and listed in <out>/skipped.csv with the
+reason; identical copies within a class are dropped before splitting (listed too); identical images
+under different classes are kept and warned about (label conflict); images shared between splits
+are counted (leakage, in metrics/data.json). `prepare` fails only when a class ends up with fewer
+usable images than `data.min_per_class` (or than the 3 a stratified split needs).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SkinSageError
+from ..fileio import atomic_dir, write_json, write_text
+from ..params import Params
+from ..prepared import SPLITS, PreparedData, Split, count_summary, save_prepared
+from .duplicates import count_leakage, find_label_conflicts, remove_same_class_copies
+from .sources import RawDataset, load_source
+from .splits import stratified_split
+
+SHOW_AT_MOST = 10  # files or conflict groups listed on the console; the CSV has them all
+
+
+class PrepareError(SkinSageError, ValueError):
+    """The data cannot make a usable dataset."""
+
+
+def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> PreparedData:
+    raw = load_source(params)
+    removed = []
+    if not raw.has_official_split:
+        raw, removed = remove_same_class_copies(raw)
+    skipped = raw.skipped + removed
+    conflicts = find_label_conflicts(raw)
+    _check_class_sizes(raw, params, skipped)
+    data = split_dataset(raw, params)
+    leakage = count_leakage(data)
+    with atomic_dir(out_dir) as staging:  # the folder appears whole, or the old one stays
+        save_prepared(staging, data, extra_info={"source": params.data.source})
+        write_text(staging / "skipped.csv", _skipped_csv(skipped))
+    summary = count_summary(data)
+    write_json(metrics_path, {
+        "image_size": data.image_size, "num_classes": len(data.class_names),
+        "skipped_files": len(raw.skipped),
+        "duplicates": {"removed_same_class": len(removed), "label_conflicts": len(conflicts),
+                       "leakage": leakage},
+        "splits": summary})
+    _warn(conflicts, leakage)
+    used = sum(s["total"] for s in summary.values())
+    print(_summary_line(used, raw.skipped, removed, conflicts, leakage, Path(out_dir) / "skipped.csv"))
+    totals = ", ".join(f"{name} {s['total']}" for name, s in summary.items())
+    print(f"prepared {raw.name}: {len(data.class_names)} classes at {data.image_size} px; {totals}")
+    return data
+
+
+def split_dataset(raw: RawDataset, params: Params) -> PreparedData:
+    if raw.has_official_split:
+        splits = {s: Split(raw.images[s], raw.labels[s]) for s in SPLITS}
+    else:
+        images, labels = raw.images["all"], raw.labels["all"]
+        index = stratified_split(labels, params.data.split.val, params.data.split.test,
+                                 params.seed, raw.class_names)
+        splits = {s: Split(images[idx], labels[idx]) for s, idx in index.items()}
+    return PreparedData(class_names=raw.class_names, dataset=raw.name,
+                        image_size=params.image_size, splits=splits)
+
+
+def _check_class_sizes(raw: RawDataset, params: Params, skipped: list[tuple[str, str]]) -> None:
+    needed, rule = params.data.min_per_class, f"data.min_per_class is {params.data.min_per_class}"
+    advice = "Add readable images to the class, remove its folder, or lower data.min_per_class"
+    if not raw.has_official_split and needed < 3:
+        needed, rule = 3, "a stratified train/val/test split needs at least 3, one per split"
+        advice = "Add readable images to the class or remove its folder"
+    counts = sum(np.bincount(labels, minlength=len(raw.class_names)) for labels in raw.labels.values())
+    problems, shown = [], []
+    for name, count in zip(raw.class_names, counts):
+        if count < needed:
+            in_class = _skipped_in_class(params, name, skipped)
+            problems.append(f"class '{name}' has {count or 'no'} usable image(s)"
+                            + _why(params, name, count, in_class))
+            shown += in_class
+    if problems:
+        for path, reason in shown[:SHOW_AT_MOST]:
+            print(f"  skipped {path}: {reason}", file=sys.stderr)
+        raise PrepareError(f"too few images: {'; '.join(problems)} ({rule}). {advice}")
+
+
+def _skipped_in_class(params: Params, name: str, skipped: list[tuple[str, str]]) -> list:
+    if params.data.source != "folder":
+        return []
+    class_dir = Path(params.data.folder.path) / name
+    return [(p, r) for p, r in skipped if Path(p).is_relative_to(class_dir)]
+
+
+def _why(params: Params, name: str, count: int, in_class: list[tuple[str, str]]) -> str:
+    if in_class:
+        return f" ({len(in_class)} file(s) skipped: {_reason_counts(in_class)})"
+    if params.data.source == "folder" and count == 0:
+        return f" (no image files in {Path(params.data.folder.path) / name})"
+    return ""
+
+
+def _reason_counts(skipped: list[tuple[str, str]]) -> str:
+    counts = Counter(reason.split(" (")[0] for _, reason in skipped)
+    return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+
+
+def _warn(conflicts: list, leakage: dict[str, int]) -> None:
+    if conflicts:
+        print(f"warning: label conflict: {len(conflicts)} image(s) appear identically under more "
+              "than one class; they are kept as filed, fix or remove the wrong copies:", file=sys.stderr)
+        for group in conflicts[:SHOW_AT_MOST]:
+            print("  " + " = ".join(f"{name} [{label}]" for name, label in group), file=sys.stderr)
+    leaked = {k: n for k, n in leakage.items() if n}
+    if leaked:
+        detail = ", ".join(f"{n} {k.replace('_in_', ' image(s) also in ')}" for k, n in leaked.items())
+        print(f"warning: identical images across splits (leakage): {detail}", file=sys.stderr)
+
+
+def _summary_line(used: int, unreadable: list, removed: list, conflicts: list,
+                  leakage: dict[str, int], csv_path: Path) -> str:
+    parts = [f"{used} images used", f"{len(unreadable)} skipped"
+             + (f" ({_reason_counts(unreadable)})" if unreadable else "")]
+    parts.append(f"{len(removed)} duplicate(s) removed")
+    parts.append(f"{len(conflicts)} label conflict(s)")
+    parts.append(f"{sum(leakage.values())} image(s) shared between splits")
+    see = f"; see {csv_path}" if unreadable or removed else ""
+    return "data: " + ", ".join(parts) + see
+
+
+def _skipped_csv(skipped: list[tuple[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows(skipped)
+    return buffer.getvalue()

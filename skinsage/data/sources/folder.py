@@ -1,0 +1,189 @@
+"""A class-per-folder image dataset: <root>/<class name>/**/<image>, or one with its own split:
+<root>/{train,val,test}/<class name>/**/<image>.
+
+Unreadable files are skipped and reported with the reason; nothing outside the root is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ...errors import SkinSageError
+from ..images import ImageError, is_image_name, is_os_clutter, load_image
+from . import RawDataset
+
+
+
+
+class FolderError(SkinSageError, ValueError):
+    """The folder cannot serve as a class-per-folder dataset."""
+
+
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def load_folder(root: str | Path, size: int, workers: int = 0) -> RawDataset:
+    """<root>/<class>/... (split later, stratified) or, when the dataset has a split of its own,
+    <root>/{train,val,test}/<class>/... (kept as given, e.g. split by patient or lesion)."""
+    root = Path(root)
+    if split_folders(root):
+        return _load_own_split(root, size, workers)
+    class_dirs, skipped = list_class_dirs(root)
+    images, labels, paths, not_read = _decode_classes(root, class_dirs, range(len(class_dirs)), size, workers)
+    return RawDataset(name=f"image folder {root.name}", class_names=[d.name for d in class_dirs],
+                      images={"all": images}, labels={"all": labels}, skipped=sorted(skipped + not_read),
+                      paths={"all": paths})
+
+
+def split_folders(root: Path) -> bool:
+    """True when the root's folders are exactly train, val and test."""
+    if not root.is_dir():
+        return False
+    names = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    return names == set(SPLIT_FOLDERS)
+
+
+def _load_own_split(root: Path, size: int, workers: int) -> RawDataset:
+    """Class names are the union over the splits (sorted); a class may be missing from val or test
+    but not from train."""
+    per_split = {name: list_class_dirs(root / name, min_classes=2 if name == "train" else 1)
+                 for name in SPLIT_FOLDERS}
+    class_names = sorted({d.name for dirs, _ in per_split.values() for d in dirs})
+    missing = sorted(set(class_names) - {d.name for d in per_split["train"][0]})
+    if missing:
+        raise FolderError(f"data.folder.path: {root}/train has no folder for class(es) "
+                          f"{', '.join(missing)} found in val/test; every class needs training images")
+    raw = RawDataset(name=f"image folder {root.name}", class_names=class_names, images={}, labels={})
+    for name, (class_dirs, skipped) in per_split.items():
+        labels = [class_names.index(d.name) for d in class_dirs]
+        images, raw.labels[name], raw.paths[name], not_read = _decode_classes(
+            root, class_dirs, labels, size, workers, desc=f"decode {root.name}/{name}")
+        raw.images[name] = images
+        raw.skipped += skipped + not_read
+    raw.skipped.sort()
+    return raw
+
+
+def _decode_classes(root: Path, class_dirs: list[Path], class_labels, size: int, workers: int,
+                    desc: str | None = None):
+    """Every image under the class folders: (images, labels, paths, skipped with reasons)."""
+    files, skipped = [], []
+    for label, class_dir in zip(class_labels, class_dirs):
+        found, not_read = _walk_files(class_dir, Path(os.path.realpath(root)))
+        files += [(path, label) for path in found]
+        skipped += not_read
+    images, labels, paths = [], [], []
+    with _pool(workers) as pool:
+        results = pool.map(partial(_decode, size=size), [path for path, _ in files], chunksize=32)
+        for (path, label), (array, error) in tqdm(zip(files, results), total=len(files),
+                                                  desc=desc or f"decode {root.name}", unit="img"):
+            if error:
+                skipped.append((str(path), error))
+            else:
+                images.append(array)
+                labels.append(label)
+                paths.append(str(path))
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return stacked, np.asarray(labels, dtype=np.int64), paths, skipped
+
+
+def list_class_dirs(root: Path, min_classes: int = 2) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Class folders sorted by name, and the symlinked ones skipped because they leave `root`."""
+    if not root.exists():
+        raise FolderError(f"data.folder.path: {root} does not exist")
+    if not root.is_dir():
+        raise FolderError(f"data.folder.path: {root} is not a folder")
+    real_root = Path(os.path.realpath(root))
+    class_dirs, skipped = [], []
+    for entry in sorted(root.iterdir(), key=lambda d: d.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue  # hidden folders and loose files at the top level are not classes
+        problem = _link_problem(entry, real_root)
+        if problem:
+            skipped.append((str(entry), problem))
+        else:
+            class_dirs.append(entry)
+    if len(class_dirs) < min_classes:
+        raise FolderError(f"data.folder.path: {root} needs one sub-folder per class (at least {min_classes}), "
+                          f"found {len(class_dirs)}")
+    return class_dirs, skipped
+
+
+def _walk_files(class_dir: Path, root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Regular files under class_dir (any depth), sorted, and what was skipped with the reason.
+
+    Symlinked files are read only when they resolve inside `root`; symlinked folders are never
+    followed (no loops, no escapes) but reported. OS clutter and hidden files are ignored silently.
+    """
+    files, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(class_dir):  # does not follow symlinked folders
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                skipped.append((os.path.join(dirpath, name), "symlinked folder (not followed)"))
+        for name in sorted(filenames):
+            if is_os_clutter(name):
+                continue
+            path = Path(dirpath) / name
+            problem = _link_problem(path, root) or _not_regular(path)
+            if problem:
+                skipped.append((str(path), problem))
+            else:
+                files.append(path)
+    return files, skipped
+
+
+def _link_problem(path: Path, root: Path) -> str | None:
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(root):
+        return "symlink pointing outside the dataset folder"
+    try:
+        target.stat()
+    except OSError as err:
+        return "symlink loop" if err.errno == errno.ELOOP else "broken symlink"
+    return None
+
+
+def _not_regular(path: Path) -> str | None:
+    """FIFOs, sockets and devices: opening one could block forever."""
+    return None if path.is_file() else "not a regular file"
+
+
+def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return load_image(path, size), None
+    except ImageError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        if reason.startswith("not an image") and not is_image_name(path):
+            reason = f"not an image ({path.suffix or 'no'} file extension)"
+        return None, reason
+    except Exception as err:  # noqa: BLE001  one odd file must not stop a dataset of thousands
+        return None, f"could not decode ({type(err).__name__}: {err})"
+
+
+class _Serial:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def map(fn, items, chunksize=1):
+        return map(fn, items)
+
+
+def _pool(workers: int):
+    workers = workers or os.cpu_count() or 1
+    return _Serial() if workers == 1 else ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))  # fork + TF threads can hang

@@ -1,0 +1,96 @@
+"""Per-class ROC / precision-recall curves and calibration bins as long-format tables (CSV).
+
+One row per curve point with a `class` column: DVC draws them with the project's per-class template
+(.dvc/plots/per_class_curves.json) and `plot` draws the PNGs from the same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+from ..fileio import write_text
+
+ROC_COLUMNS = ("class", "point", "fpr", "tpr", "threshold")
+PR_COLUMNS = ("class", "point", "recall", "precision", "threshold")
+CALIBRATION_COLUMNS = ("bin", "lower", "upper", "count", "confidence", "accuracy", "perfect")
+
+
+def _present_classes(y_true: np.ndarray, class_names: list[str]):
+    """(index, name) of classes with both positives and negatives: the only ones with curves."""
+    for c, name in enumerate(class_names):
+        if 0 < np.sum(y_true == c) < len(y_true):
+            yield c, name
+
+
+def roc_rows(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> list[dict]:
+    rows = []
+    for c, name in _present_classes(y_true, class_names):
+        fpr, tpr, thresholds = skm.roc_curve(y_true == c, probs[:, c])
+        rows += [{"class": name, "point": i, "fpr": f, "tpr": t, "threshold": th}
+                 for i, (f, t, th) in enumerate(zip(fpr, tpr, thresholds))]
+    return rows
+
+
+def precision_recall_rows(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Points in order of increasing recall; the recall-0 end has no threshold."""
+    rows = []
+    for c, name in _present_classes(y_true, class_names):
+        precision, recall, thresholds = skm.precision_recall_curve(y_true == c, probs[:, c],
+                                                                   drop_intermediate=True)
+        thresholds = [*thresholds, math.nan]
+        points = list(zip(recall, precision, thresholds))[::-1]
+        rows += [{"class": name, "point": i, "recall": r, "precision": p, "threshold": th}
+                 for i, (r, p, th) in enumerate(points)]
+    return rows
+
+
+def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int) -> list[dict]:
+    """Top-label reliability: per non-empty equal-width bin (lower, upper] of the winning probability,
+    its mean confidence and the accuracy of those predictions. `perfect` = confidence (the diagonal)."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            mean_conf = float(confidence[members].mean())
+            rows.append({"bin": b, "lower": float(edges[b]), "upper": float(edges[b + 1]),
+                         "count": int(members.sum()), "confidence": mean_conf,
+                         "accuracy": float(correct[members].mean()), "perfect": mean_conf})
+    return rows
+
+
+def write_rows(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _cell(row[k]) for k in columns} for row in rows)
+    write_text(path, buffer.getvalue())
+
+
+def _cell(value):
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else f"{float(value):.6g}"  # "inf" for ROC's first threshold
+    return value
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a curve or calibration CSV with numeric cells as floats (empty -> NaN)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (v if k == "class" else float(v) if v != "" else math.nan) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def by_class(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["class"], []).append(row)
+    return grouped

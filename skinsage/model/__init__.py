@@ -1,0 +1,8 @@
+"""The model: what `train` builds and saves and what every user of a saved model runs.
+
+    architectures.py   the seed CNN and ResNet50 transfer learning, preprocessing inside
+    layers.py          SkinSage's custom Keras layers (registered for safe-mode loading)
+    logit_adjustment.py  post-hoc prior correction baked into the saved model
+    model_file.py      .keras + SkinSage metadata: save, load, validate
+    inference.py       the one path from images to probabilities (TTA included)
+"""

@@ -1,0 +1,46 @@
+"""The one path from prepared images to the probabilities SkinSage reports.
+
+The `evaluate` stage, the tau sweep in `train`, `Classifier` (so `skinsage predict` and `skinsage
+evaluate`) all call `predict_probabilities`: the metrics in metrics/eval.json are what a user of the
+model gets. Test-time augmentation (TTA) is part of it; the TTA a model was evaluated with is
+recorded in its file (`model_file.inference_settings`) and used by default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TTA_CHOICES = ("none", "flips")
+
+
+def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
+    """The test-time variants of (N, H, W, C) images: the images alone, or with their horizontal,
+    vertical and double flips (lesions have no canonical orientation)."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    variants = [images]
+    if tta == "flips":
+        variants += [images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]]
+    return variants
+
+
+def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips)."""
+    return np.stack([_forward(model, np.ascontiguousarray(v), batch_size)
+                     for v in flip_variants(images, tta)])
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(N, C) float64 probabilities of (N, size, size, 3) uint8 images, each row summing to 1: the
+    mean over the TTA variants."""
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    probs = variant_probabilities(model, images, batch_size, tta).mean(axis=0)
+    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+
+
+def _forward(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    # predict_on_batch, not model.predict: the same graph without ~90 ms of set-up per call, which
+    # matters for one photo at a time (predict, the web app); identical numbers for a whole split.
+    return np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch_size]), dtype=np.float64)
+                           for i in range(0, len(images), batch_size)])

@@ -1,0 +1,232 @@
+"""Static figures (PNG) for people; DVC renders its own interactive plots from the CSV/JSON files.
+
+Every figure has a fixed canvas (FIGURE_SIZES at DPI) so its pixel size is known in advance; class
+names are wrapped, never overlapped; colours are the colour-blind-safe Okabe-Ito set and nothing is
+told by colour alone (errors also get ✗ and a thick frame).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..evaluate.curves import by_class  # noqa: E402
+from ..evaluate.metrics import format_value  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
+
+DPI = 100
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+ERROR_COLOUR, CORRECT_COLOUR = "#D55E00", "#0072B2"
+LINESTYLES = ("-", "--", "-.", ":")
+GRID_COLUMNS = 6
+
+
+def figure_size(kind: str, num_classes: int) -> tuple[float, float]:
+    """Inches of each figure; times DPI gives the PNG's pixel size."""
+    side = max(4.5, 0.9 * num_classes + 2.0)
+    return {
+        "training_curves": (12.0, 4.8),
+        "confusion_matrix": (2 * side + 2.5, side + 1.6),
+        "roc_pr_curves": (12.0, 7.5),
+        "reliability_diagram": (7.0, 7.5),
+        "test_examples": (GRID_COLUMNS * 1.9 + 2.2, num_classes * 2.2 + 1.0),
+    }[kind]
+
+
+def pixel_size(kind: str, num_classes: int) -> tuple[int, int]:
+    width, height = figure_size(kind, num_classes)
+    return round(width * DPI), round(height * DPI)
+
+
+def wrap(name: str, width: int = 18) -> str:
+    return "\n".join(textwrap.wrap(name.replace("_", " "), width)) or name
+
+
+def class_style(i: int) -> dict:
+    colours = OKABE_ITO if i < len(OKABE_ITO) else plt.get_cmap("tab20").colors
+    return {"color": colours[i % len(colours)], "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)]}
+
+
+def _figure(kind: str, num_classes: int = 0, **kwargs):
+    return plt.figure(figsize=figure_size(kind, num_classes), dpi=DPI, layout="constrained", **kwargs)
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")  # no bbox "tight": the canvas size stays fixed
+    plt.close(fig)
+
+
+def plot_training_curves(history: list[dict], path: str | Path, title: str,
+                         best_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch; the best (restored) epoch and, when the history has a `phase`
+    column (head, then fine-tuning), the phase boundary are marked."""
+    epochs = np.arange(1, len(history) + 1)  # rows in order; robust to per-phase epoch numbering
+    fig = _figure("training_curves")
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, label, style in ((metric, "train", "o-"), (f"val_{metric}", "validation", "s-")):
+            values = [row.get(key, np.nan) for row in history]
+            ax.plot(epochs, values, style, markersize=4, label=label)
+        if best_epoch:
+            ax.axvline(best_epoch, color="#555555", linestyle=":", linewidth=1.5,
+                       label=f"best epoch ({best_epoch})")
+        _mark_phases(ax, history, epochs)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        ax.margins(x=0.04)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def _mark_phases(ax, history: list[dict], epochs: np.ndarray) -> None:
+    """Shade every phase after the first (e.g. fine-tuning after the frozen head), named in the legend."""
+    phases = [str(row.get("phase", "")) for row in history]
+    starts = [i for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(phases)
+        ax.axvspan(epochs[start] - 0.5, epochs[end - 1] + 0.5, color="#888888", alpha=0.12 + 0.08 * k,
+                   linewidth=0, label=f"phase {phases[start]} (from epoch {epochs[start]})")
+    if starts:
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+
+
+def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: str | Path,
+                          title: str) -> None:
+    counts = np.asarray(matrix)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    n = len(class_names)
+    names = [wrap(name, 16) for name in class_names]
+    fig = _figure("confusion_matrix", n)
+    axes = fig.subplots(1, 2)
+    for ax, values, subtitle, fmt in ((axes[0], counts, "counts", "d"),
+                                      (axes[1], normalized, "row-normalised (recall per class)", ".2f")):
+        shade = values / values.max() if values.max() else values
+        ax.imshow(shade, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), names, rotation=90, fontsize=9)
+        ax.set_yticks(range(n), names, fontsize=9)
+        ax.set(xlabel="predicted", ylabel="actual", title=subtitle)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center",
+                        fontsize=10 if n <= 8 else 7, color="white" if shade[i, j] > 0.5 else "black")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_roc_pr_curves(roc: list[dict], precision_recall: list[dict], per_class: dict,
+                       path: str | Path, title: str) -> None:
+    """One-vs-rest ROC (left) and precision-recall (right) per class, one shared legend."""
+    class_names = list(per_class)
+    fig = _figure("roc_pr_curves", len(class_names))
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    roc_by, pr_by = by_class(roc), by_class(precision_recall)
+    for i, name in enumerate(class_names):
+        if name not in roc_by:
+            continue  # absent from the test split: no curve
+        style, stats = class_style(i), per_class[name]
+        label = f"{wrap(name, 30)}\nAUC {format_value(stats.get('auc'))} · AP {format_value(stats.get('average_precision'))}"
+        roc_ax.plot([r["fpr"] for r in roc_by[name]], [r["tpr"] for r in roc_by[name]], linewidth=1.8,
+                    label=label, **style)
+        pr_ax.plot([r["recall"] for r in pr_by[name]], [r["precision"] for r in pr_by[name]],
+                   linewidth=1.8, **style)
+    roc_ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="chance")
+    roc_ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+               title="ROC, one class vs rest")
+    pr_ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall")
+    for ax in (roc_ax, pr_ax):
+        ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal")
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(4, len(class_names) + 1), fontsize=9,
+               frameon=False)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_reliability_diagram(bins: list[dict], ece: float | None, num_bins: int, path: str | Path,
+                             title: str) -> None:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, counts below."""
+    fig = _figure("reliability_diagram")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    width = 1.0 / num_bins
+    lowers = [b["lower"] for b in bins]
+    centres = [b["lower"] + width / 2 for b in bins]
+    top.bar(lowers, [b["accuracy"] for b in bins], width=width, align="edge", color=CORRECT_COLOUR,
+            alpha=0.8, edgecolor="white", label="accuracy in bin")
+    top.vlines(centres, [b["accuracy"] for b in bins], [b["confidence"] for b in bins],
+               color=ERROR_COLOUR, linewidth=2)
+    top.plot(centres, [b["confidence"] for b in bins], "D", color=ERROR_COLOUR, markersize=6,
+             label="mean confidence in bin (gap = miscalibration)")
+    top.plot([0, 1], [0, 1], color="#333333", linestyle="--", linewidth=1, label="perfect calibration")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+            title=f"expected calibration error {format_value(ece)} ({num_bins} bins)")
+    top.legend(loc="upper left", fontsize=9)
+    top.grid(alpha=0.3)
+    bottom.bar(lowers, [b["count"] for b in bins], width=width, align="edge", color="#777777",
+               edgecolor="white")
+    bottom.set(xlabel="confidence (probability of the predicted class)", ylabel="images")
+    bottom.grid(alpha=0.3)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_prediction_grid(images: np.ndarray, predictions: list[dict], class_names: list[str],
+                         path: str | Path, title: str, seed: int = 0) -> None:
+    """Test images, one row per true class: correct predictions (random) on the left, then the most
+    confident mistakes, each titled with the predicted class and its probability."""
+    n = len(class_names)
+    fig = _figure("test_examples", n)
+    axes = np.atleast_2d(fig.subplots(n, GRID_COLUMNS, squeeze=False))
+    rows = select_examples(predictions, class_names, GRID_COLUMNS, seed)
+    for r, (name, picks) in enumerate(zip(class_names, rows)):
+        for c, ax in enumerate(axes[r]):
+            if c >= len(picks):
+                ax.axis("off")
+                continue
+            _draw_example(ax, images[picks[c]["index"]], picks[c])
+        axes[r][0].set_ylabel(wrap(name, 16), fontsize=9, rotation=0, ha="right", va="center",
+                              labelpad=8)
+        if not picks:
+            axes[r][0].axis("on")
+            axes[r][0].set(xticks=[], yticks=[], frame_on=False)
+            axes[r][0].text(0.5, 0.5, "no test images", ha="center", va="center", fontsize=8)
+    fig.suptitle(f"{title}\nrows: true class · ✓ correct · ✗ misclassified as … (framed; most "
+                 "confident mistakes) · in brackets: probability of the predicted class", fontsize=11)
+    _save(fig, path)
+
+
+def _draw_example(ax, image: np.ndarray, pick: dict) -> None:
+    wrong = pick["predicted"] != pick["actual"]
+    ax.imshow(image, interpolation="nearest" if image.shape[0] < 64 else "antialiased")
+    ax.set(xticks=[], yticks=[])
+    label = f"✗ {wrap(pick['predicted'], 20)}" if wrong else "✓ correct"
+    ax.set_title(f"{label} ({pick['confidence']:.2f})", fontsize=8,
+                 color=ERROR_COLOUR if wrong else CORRECT_COLOUR)
+    for spine in ax.spines.values():
+        spine.set(color=ERROR_COLOUR if wrong else "#BBBBBB", linewidth=4 if wrong else 1)
+
+
+def select_examples(predictions: list[dict], class_names: list[str], per_row: int,
+                    seed: int) -> list[list[dict]]:
+    """Per true class: up to half the row of mistakes (most confident first), the rest correct
+    (seeded random); either side fills in when the other runs short."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in class_names:
+        mine = [p for p in predictions if p["actual"] == name]
+        wrong = sorted((p for p in mine if p["predicted"] != name), key=lambda p: -p["confidence"])
+        right = [p for p in mine if p["predicted"] == name]
+        right = [right[i] for i in rng.permutation(len(right))]
+        n_wrong = min(len(wrong), max(per_row // 2, per_row - len(right)))
+        n_right = min(len(right), per_row - n_wrong)
+        rows.append(right[:n_right] + wrong[:n_wrong])
+    return rows

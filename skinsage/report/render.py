@@ -1,0 +1,54 @@
+"""The `plot` stage: every PNG and the model card from the files `prepare`, `train` and `evaluate` wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..evaluate.curves import read_rows
+from ..evaluate.outputs import read_predictions
+from ..fileio import read_json, write_text
+from ..params import Params
+from ..prepared import load_labels, load_split
+from ..train.history import read_history
+from .charts import (plot_confusion_matrix, plot_prediction_grid, plot_reliability_diagram,
+                     plot_roc_pr_curves, plot_training_curves)
+from .model_card import model_card
+
+PLOT_FILES = ("training_curves.png", "confusion_matrix.png", "roc_pr_curves.png",
+              "reliability_diagram.png", "test_examples.png", "report.md")
+
+
+def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
+               metrics_dir: str | Path = "metrics", out_dir: str | Path = "plots") -> None:
+    prepared, metrics, out = Path(prepared_dir), Path(metrics_dir), Path(out_dir)
+    labels = load_labels(prepared)
+    name = labels["dataset"]
+    train, evaluation = read_json(metrics / "train.json"), read_json(metrics / "eval.json")
+    per_class = read_json(metrics / "per_class.json")
+    history = read_history(metrics / "history.csv")
+    plot_training_curves(history, out / "training_curves.png", f"Training curves: {name}",
+                         best_epoch=best_epoch(train, history))
+    matrix = read_json(metrics / "confusion.json")
+    plot_confusion_matrix(matrix["matrix"], matrix["classes"], out / "confusion_matrix.png",
+                          f"Test confusion matrix: {name}")
+    plot_roc_pr_curves(read_rows(metrics / "roc.csv"), read_rows(metrics / "precision_recall.csv"),
+                       per_class, out / "roc_pr_curves.png", f"Test ROC and precision-recall: {name}")
+    plot_reliability_diagram(read_rows(metrics / "calibration.csv"), evaluation.get("ece"),
+                             params.evaluate.ece_bins, out / "reliability_diagram.png",
+                             f"Test calibration: {name}")
+    plot_prediction_grid(load_split(prepared, "test").images, read_predictions(metrics / "predictions.csv"),
+                         matrix["classes"], out / "test_examples.png", f"Test images: {name}",
+                         seed=params.seed)
+    write_text(out / "report.md", model_card(params=params, labels=labels,
+                                             data=read_json(metrics / "data.json"), train=train,
+                                             evaluation=evaluation, per_class=per_class))
+
+
+def best_epoch(train: dict, history: list[dict]) -> int | None:
+    """The epoch whose weights were kept: train.json's `best_epoch`, else the lowest val_loss."""
+    recorded = train.get("best_epoch")
+    if isinstance(recorded, int) and 1 <= recorded <= len(history):
+        return recorded
+    losses = [row.get("val_loss") for row in history]
+    valid = [(loss, i) for i, loss in enumerate(losses) if isinstance(loss, float)]
+    return min(valid)[1] + 1 if valid else None

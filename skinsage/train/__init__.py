@@ -1,0 +1,10 @@
+"""The `train` stage: data/prepared -> models/model.keras, metrics/train.json, metrics/history.csv.
+
+    trainer.py    the stage's work: seed, build, fit, logit adjustment, summary and metadata
+    phase.py      one training phase: optimizer, loss, early stopping, class weights
+    resnet50.py   ResNet50's head phase (on cached features) and optional fine-tuning
+    inputs.py     tf.data pipelines of images or cached features
+    augment.py    random training-time augmentation (never part of the saved model)
+    tau_sweep.py  choosing the logit-adjustment tau on validation
+    history.py    the per-epoch history CSV (written here, read by `plot`)
+"""

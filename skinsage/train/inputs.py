@@ -1,0 +1,40 @@
+"""tf.data pipelines for training: uint8 image batches (shuffled, augmented) or cached features."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..params import Params
+from ..prepared import Split
+
+
+def tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """uint8 images and labels, cached, optionally shuffled per epoch, batched and prefetched."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def arrays_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
+                   seed: int = 0):
+    """Batches of in-memory arrays (e.g. cached features), shuffled per epoch with a fixed seed."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def image_datasets(params: Params, data):
+    """uint8 image batches: training (shuffled per epoch, augmented if `models.<model>.augment` asks) and
+    validation (never augmented)."""
+    from .augment import augment_dataset
+
+    t = params.train
+    train = tf_dataset(data.splits["train"], t.batch_size, shuffle=True, seed=params.seed)
+    val = tf_dataset(data.splits["val"], t.batch_size)
+    return augment_dataset(train, params.model_params.augment, params.seed), val

@@ -1,0 +1,141 @@
+"""One training phase: compile, fit with early stopping, keep what the history and summary need."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..params import EarlyStoppingParams, TrainParams
+
+
+@dataclass
+class PhaseResult:
+    name: str                 # "train" (the CNN), "head" (frozen backbone) or "fine_tune"
+    history: dict             # Keras History.history: metric -> one value per epoch
+    stopped_early: bool
+    seconds: float
+    notes: dict = field(default_factory=dict)  # extra summary entries, e.g. feature caching
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
+
+def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float,
+              early_stopping: EarlyStoppingParams, class_weight: dict | None,
+              optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant",
+              loss: str = "cross_entropy", label_smoothing: float = 0.0, mixup: float = 0.0,
+              seed: int = 0) -> PhaseResult:
+    """Adam(W) + cross-entropy (sparse labels unless smoothing, focal loss or mixup need one-hot
+    ones); early stopping restores the phase's best weights if asked."""
+    import keras
+
+    batches = _batches_per_epoch(train)
+    steps = epochs * batches
+    momentum = adapt_batch_norm_momentum(model, batches * max(1, min(early_stopping.start_from_epoch, epochs)))
+    if momentum is not None and momentum < DEFAULT_BN_MOMENTUM:
+        print(f"BatchNorm momentum {momentum:.3f} (Keras' 0.99 would still carry its initial statistics "
+              f"when early stopping starts: {batches} batches per epoch)", flush=True)
+    loss_fn = "sparse_categorical_crossentropy"
+    if loss != "cross_entropy" or label_smoothing > 0 or mixup > 0:
+        from .augment import mixup_dataset, one_hot_dataset
+
+        classes = model.output_shape[-1]
+        train, val = one_hot_dataset(train, classes), one_hot_dataset(val, classes)
+        if mixup > 0:
+            train = mixup_dataset(train, mixup, seed)
+        kind = keras.losses.CategoricalFocalCrossentropy if loss == "focal" else keras.losses.CategoricalCrossentropy
+        loss_fn = kind(label_smoothing=label_smoothing)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
+                  loss=loss_fn, metrics=["accuracy"])
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=early_stopping.monitor, patience=early_stopping.patience,
+        start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # see monitored_best
+        restore_best_weights=early_stopping.restore_best_weights, verbose=1)
+    start = time.perf_counter()
+    fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper],
+                    class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
+    return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
+
+
+def training_args(t: TrainParams, seed: int) -> dict:
+    """fit_phase's keyword arguments from `train` params (class weights aside)."""
+    return dict(seed=seed, epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
+                optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
+                loss=t.loss, label_smoothing=t.label_smoothing, mixup=t.mixup)
+
+
+DEFAULT_BN_MOMENTUM = 0.99
+
+
+def adapt_batch_norm_momentum(model, steps: int) -> float | None:
+    """Set the momentum of the trainable BatchNorm layers so that their initial moving statistics
+    (mean 0, variance 1) weigh less than 1e-4 after `steps` updates, within [0.9, 0.99].
+
+    Keras' 0.99 needs ~900 updates for that. A small dataset (a few batches per epoch) would
+    otherwise validate for dozens of epochs with statistics that are mostly the initial ones, and
+    early stopping would judge a model that is fine in training mode by its broken inference mode.
+    Datasets with enough batches keep 0.99 exactly. The value is returned (None: no such layers)."""
+    import keras
+
+    layers = [layer for layer in model.layers
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers:
+        return None
+    momentum = float(np.clip(1e-4 ** (1 / max(1, steps)), 0.9, DEFAULT_BN_MOMENTUM))
+    for layer in layers:
+        layer.momentum = momentum
+    return momentum
+
+
+def _batches_per_epoch(ds) -> int:
+    count = int(ds.cardinality().numpy())
+    return count if count > 0 else sum(1 for _ in ds)  # unknown cardinality: count once
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float, schedule: str, total_steps: int):
+    """Adam or AdamW; `cosine` decays the learning rate to 0 over all steps of `epochs`."""
+    import keras
+
+    rate = learning_rate
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, int(total_steps)))
+    if name == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
+    return keras.optimizers.Adam(rate)
+
+
+def best_index(values, monitor: str) -> int:
+    """The first best epoch (0-based), as EarlyStopping picks it: lowest loss or highest accuracy,
+    never a NaN (a diverged epoch); the first epoch if all are NaN."""
+    values = np.asarray(values, dtype=float)
+    if np.isnan(values).all():
+        return 0
+    return int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
+
+
+def monitored_best(values, monitor: str, start_from_epoch: int) -> int:
+    """The epoch (0-based) whose weights EarlyStopping restores: the best from `start_from_epoch` on
+    (clamped to the last epoch), as Keras ignores earlier epochs."""
+    start = min(start_from_epoch, max(len(values) - 1, 0))
+    return start + best_index(list(values)[start:], monitor)
+
+
+def is_better(value: float, than: float, monitor: str) -> bool:
+    return value < than if monitor.endswith("loss") else value > than
+
+
+def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
+    """`balanced`: n_samples / (n_classes * count), scikit-learn's rule, over the classes present;
+    `sqrt`: the square root of that."""
+    if mode == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    if mode == "sqrt":  # halfway (in log terms) between no weighting and balanced
+        weights = np.sqrt(weights)
+    return {int(c): float(w) for c, w in zip(present, weights)}

@@ -1,0 +1,149 @@
+"""ResNet50 transfer learning: a head phase on the frozen backbone (on cached features when nothing
+random comes before the backbone), then optional fine-tuning of the backbone's top blocks."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+
+import numpy as np
+
+from ..model.architectures import FEATURES_LAYER, HEAD_LAYERS, ModelError
+from ..params import Params
+from ..prepared import PreparedData
+from .augment import augment_summary
+from .inputs import arrays_dataset, image_datasets
+from .phase import PhaseResult, fit_phase, is_better, monitored_best, training_args
+
+_BLOCK = re.compile(r"^(conv\d_block\d+)_")
+
+
+def backbone_layers(model) -> list:
+    """The ResNet50 layers, in graph order: between the preprocessing and the pooled features."""
+    names = [layer.name for layer in model.layers]
+    start, end = names.index("resnet50_preprocess") + 1, names.index(FEATURES_LAYER)
+    return model.layers[start:end]
+
+
+def residual_blocks(model) -> list[str]:
+    """Block names bottom to top: conv2_block1 ... conv5_block3 (16 in ResNet50)."""
+    blocks = []
+    for layer in backbone_layers(model):
+        match = _BLOCK.match(layer.name)
+        if match and match.group(1) not in blocks:
+            blocks.append(match.group(1))
+    return blocks
+
+
+def layers_to_unfreeze(model, unfreeze: str) -> list:
+    """`unfreeze`: a count of top residual blocks, or the name of the lowest backbone layer to train."""
+    layers = backbone_layers(model)
+    if unfreeze.strip().isdigit():
+        top = set(residual_blocks(model)[-int(unfreeze):])
+        first = next(i for i, layer in enumerate(layers) if _block_of(layer.name) in top)
+        return layers[first:]
+    names = [layer.name for layer in layers]
+    if unfreeze not in names:
+        close = difflib.get_close_matches(unfreeze, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else " (e.g. conv5_block1_1_conv)"
+        raise ModelError(f"models.resnet50.fine_tune.unfreeze: '{unfreeze}' is neither a block count "
+                         f"(1..16) nor a ResNet50 layer name{hint}")
+    return layers[names.index(unfreeze):]
+
+
+def _block_of(name: str) -> str | None:
+    match = _BLOCK.match(name)
+    return match.group(1) if match else None
+
+
+def set_trainable_backbone(model, layers: list) -> None:
+    """Freeze the whole backbone, then unfreeze `layers` except BatchNormalization: frozen BN runs
+    in inference mode (Keras 3), keeping ImageNet statistics that small batches would wreck."""
+    import keras
+
+    for layer in backbone_layers(model):
+        layer.trainable = False
+    for layer in layers:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def feature_extractor(model):
+    """Image -> pooled backbone features, sharing the model's layers."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer(FEATURES_LAYER).output, name="resnet50_features")
+
+
+def head_model(model):
+    """Pooled features -> class probabilities through the model's own head layers (shared weights:
+    training it trains the full model)."""
+    import keras
+
+    features = keras.Input(model.get_layer(FEATURES_LAYER).output.shape[1:], name="features")
+    x = features
+    for name in HEAD_LAYERS:
+        x = model.get_layer(name)(x)
+    return keras.Model(features, x, name="resnet50_head")
+
+
+def compute_features(model, splits: dict, batch_size: int) -> dict[str, np.ndarray]:
+    """Pooled features of every split's images (frozen backbone: BatchNorm in inference mode)."""
+    extractor = feature_extractor(model)
+    return {name: extractor.predict(split.images, batch_size=batch_size, verbose=0)
+            for name, split in splits.items()}
+
+
+def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict | None) -> list[PhaseResult]:
+    """The head phase, then fine-tuning if `fine_tune.epochs` > 0; the model ends with the best
+    weights of either phase (when early stopping restores best weights)."""
+    tune, es = params.model_params.fine_tune, params.train.early_stopping
+    to_unfreeze = layers_to_unfreeze(model, tune.unfreeze) if tune.epochs else []  # fail before training
+    set_trainable_backbone(model, [])
+    head = _head_phase(model, params, data, class_weight)
+    if not tune.epochs:
+        return [head]
+    best_head_weights = model.get_weights() if es.restore_best_weights else None
+    set_trainable_backbone(model, to_unfreeze)
+    print(f"fine-tuning {len(to_unfreeze)} backbone layers from '{to_unfreeze[0].name}' up "
+          f"(BatchNorm frozen), learning rate {tune.learning_rate:g}", flush=True)
+    train, val = image_datasets(params, data)
+    fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, **{
+        **training_args(params.train, params.seed), "epochs": tune.epochs, "learning_rate": tune.learning_rate})
+    if best_head_weights is not None and not _improved(fine, head, es):
+        print(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights", flush=True)
+        model.set_weights(best_head_weights)
+    return [head, fine]
+
+
+def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None) -> PhaseResult:
+    t = params.train
+    fit_args = dict(class_weight=class_weight, **training_args(t, params.seed))
+    if params.model_params.augment.enabled:
+        print(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
+              "every epoch runs the frozen backbone on new random variants", flush=True)
+        train, val = image_datasets(params, data)
+        result = fit_phase("head", model, train, val, **fit_args)
+        result.notes = {"feature_caching": False}
+        return result
+    start = time.perf_counter()
+    features = compute_features(model, {name: data.splits[name] for name in ("train", "val")}, t.batch_size)
+    seconds = time.perf_counter() - start
+    print(f"feature caching: backbone features of {sum(len(f) for f in features.values())} images "
+          f"computed once in {seconds:.1f} s; the head trains on them", flush=True)
+    labels = {name: data.splits[name].labels for name in ("train", "val")}
+    train = arrays_dataset(features["train"], labels["train"], t.batch_size, shuffle=True, seed=params.seed)
+    val = arrays_dataset(features["val"], labels["val"], t.batch_size)
+    result = fit_phase("head", head_model(model), train, val, **fit_args)
+    result.seconds += seconds
+    result.notes = {"feature_caching": True, "feature_seconds": round(seconds, 1)}
+    return result
+
+
+def _improved(fine: PhaseResult, head: PhaseResult, es) -> bool:
+    return is_better(_best_value(fine, es), _best_value(head, es), es.monitor)
+
+
+def _best_value(phase: PhaseResult, es) -> float:
+    values = phase.history[es.monitor]
+    return values[monitored_best(values, es.monitor, es.start_from_epoch)]

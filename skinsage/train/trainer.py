@@ -1,0 +1,153 @@
+"""The `train` stage's work: one seed for everything, the model built and fitted (ResNet50's two
+phases are in resnet50.py), the logit adjustment chosen and baked in, the summary and metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict
+
+import numpy as np
+
+from ..model.model_file import FORMAT
+from ..params import EarlyStoppingParams, Params
+from ..prepared import PreparedData
+from .augment import augment_summary
+from .history import METRIC_COLUMNS
+from .inputs import image_datasets
+from .phase import PhaseResult, best_index, class_weights, fit_phase, monitored_best, training_args
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow from one seed; TF ops made deterministic."""
+    import keras
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def params_hash(params: Params) -> str:
+    text = json.dumps(asdict(params), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def train_model(params: Params, data: PreparedData):
+    """Build and fit the selected model; returns (model, history rows, summary dict)."""
+    from ..model.architectures import build_model
+
+    seed_everything(params.seed)
+    t = params.train
+    model = build_model(params.model, len(data.class_names), params.model_params)
+    weights = class_weights(data.splits["train"].labels, t.class_weight)
+    if weights:
+        print(f"class weights ({t.class_weight}): " + ", ".join(
+            f"{data.class_names[c]} {w:.3f}" for c, w in weights.items()), flush=True)
+    if params.model == "resnet50":
+        from .resnet50 import train_resnet50
+
+        phases = train_resnet50(model, params, data, weights)
+        model = _without_optimizer(model)
+    else:
+        phases = [_train_cnn(model, params, data, weights)]
+    history = history_rows(phases)
+    summary = _summary(history, phases, t.early_stopping)
+    model, adjustment = _adjust_logits(model, params, data)
+    return model, history, {**summary, **adjustment}
+
+
+def _adjust_logits(model, params: Params, data: PreparedData):
+    """Bake the post-hoc logit adjustment into the model; tau `auto` is chosen on validation."""
+    from ..model.inference import variant_probabilities
+    from ..model.logit_adjustment import class_prior, with_adjustment
+    from .tau_sweep import choose_tau
+
+    a = params.train.logit_adjustment
+    if a.tau is None or (not a.auto and a.fixed_tau == 0):
+        return model, {}
+    prior = class_prior(data.splits["train"].labels, len(data.class_names))
+    tau, record = a.fixed_tau, {}
+    if a.auto:
+        val = data.splits["val"]  # predicted as `evaluate` will (with its test-time augmentation)
+        probs = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+        tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
+        before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
+        limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"
+        print(f"logit adjustment: tau {tau:g} maximises validation {a.objective}{limit} "
+              f"(accuracy {before['accuracy']:.3f} -> {chosen['accuracy']:.3f}, balanced accuracy "
+              f"{before['balanced_accuracy']:.3f} -> {chosen['balanced_accuracy']:.3f})", flush=True)
+        record = {"val_accuracy_adjusted": round(chosen["accuracy"], 4),
+                  "val_balanced_accuracy_adjusted": round(chosen["balanced_accuracy"], 4)}
+    return with_adjustment(model, prior, tau), {"logit_adjustment_tau": tau, **record}
+
+
+def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) -> PhaseResult:
+    t = params.train
+    if params.model_params.augment.enabled:
+        print(f"augmentation on: {augment_summary(params.model_params.augment)}", flush=True)
+    train, val = image_datasets(params, data)
+    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed))
+
+
+def _without_optimizer(model):
+    """An uncompiled copy with the same weights: the saved file carries no optimizer state (after
+    fine-tuning, Adam's moments for the backbone would add ~100 MB)."""
+    import keras
+
+    if getattr(model, "optimizer", None) is None:
+        return model
+    copy = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def history_rows(phases: list[PhaseResult]) -> list[dict]:
+    """One row per epoch; epochs continue across phases, `phase` names each row's phase."""
+    rows = []
+    for phase in phases:
+        for i in range(phase.epochs_run):
+            rows.append({"epoch": len(rows) + 1, "phase": phase.name,
+                         **{k: float(phase.history[k][i]) for k in METRIC_COLUMNS}})
+    return rows
+
+
+def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingParams) -> dict:
+    monitor, candidates, offset = es.monitor, [], 0
+    for phase in phases:  # each phase's restored epoch; the better phase's weights are kept
+        candidates.append(offset + monitored_best(phase.history[monitor], monitor, es.start_from_epoch))
+        offset += phase.epochs_run
+    best = candidates[best_index([history[i][monitor] for i in candidates], monitor)]
+    summary = {
+        "epochs_run": len(history),
+        "best_epoch": best + 1,
+        "stopped_early": any(phase.stopped_early for phase in phases),
+        "best_val_loss": history[best]["val_loss"],
+        "best_val_accuracy": history[best]["val_accuracy"],
+        "train_seconds": round(sum(phase.seconds for phase in phases), 1),
+    }
+    if phases[0].name != "train":  # ResNet50 (head, fine_tune): per-phase figures
+        summary["best_phase"] = history[best]["phase"]
+        summary.update({f"{phase.name}_epochs_run": phase.epochs_run for phase in phases})
+        for phase in phases:
+            summary.update(phase.notes)
+    return summary
+
+
+def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
+    """What `predict`, `evaluate` and `info` need to know about a saved model."""
+    return {
+        "format": FORMAT,
+        "model": params.model,
+        "classes": data.class_names,
+        "image_size": data.image_size,
+        "dataset": data.dataset,
+        "inference": {"tta": params.evaluate.tta},  # what `evaluate` scored; every user runs the same
+        "params_hash": params_hash(params),
+        "params": asdict(params),
+        "train_summary": summary,
+    }
