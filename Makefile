@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 DEMO_PARAMS := -S data.source=synthetic -S model=cnn
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not e2e"
 
 test-slow: setup
 	SKINSAGE_SLOW=1 $(BIN)/python -m pytest -q -m slow

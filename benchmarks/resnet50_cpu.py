@@ -5,7 +5,7 @@
 
 One process, same data, same model, same params, run one after the other:
   (a) naive   `model.fit` on the images: every epoch runs the frozen backbone forward again
-  (b) cached  the pipeline's head phase (skinsage.transfer): backbone features computed once per
+  (b) cached  the pipeline's head phase (skinsage.train.resnet50): backbone features computed once per
               split, the head trained on them
 Each is timed end to end (graph tracing, validation and, for (b), the feature pass included) and
 reported as training images per second (images x epochs / seconds); then the ratio (b)/(a) and the

@@ -329,7 +329,7 @@ def _check_values(p: Params) -> None:
 
 
 def _check_fine_tune(f: FineTuneParams) -> None:
-    """Layer names are checked against the built model (skinsage.transfer); counts here."""
+    """Layer names are checked against the built model (skinsage.train.resnet50); counts here."""
     _require(f.epochs >= 0, "models.resnet50.fine_tune.epochs: must be >= 0 (0 = no fine-tuning)")
     _require(f.learning_rate > 0, "models.resnet50.fine_tune.learning_rate: must be > 0")
     _require(bool(f.unfreeze.strip()), "models.resnet50.fine_tune.unfreeze: a block count or a layer name")
