@@ -9,6 +9,8 @@ Prints per model:
   warm single  one JPEG file per `Classifier.predict` call, model already loaded (median, p90)
   batched      `predict_files` over a folder of JPEGs, batches of 32: decode + resize + network
   network only `Classifier.probabilities` on already-prepared arrays, batches of 32
+The last three with the TTA the model records (`flips`, as `evaluate` scores it: 4 forward passes)
+and with `--tta none`, and the ratio between them.
 
 Random weights: speed does not depend on what the network learned. Images are the real HAM10000
 JPEGs (200x150) in ../shared/data when present, otherwise generated 600x450 JPEGs.
@@ -103,6 +105,23 @@ def report(kind: str, model_path: Path, images: list[Path], repeats: int) -> Non
           f"{cold['import_s']:.2f} s + load {cold['load_s']:.2f} s + first prediction "
           f"{cold['first_predict_s']:.2f} s")
 
+    plain = Classifier(clf.model, clf.metadata, clf.path, tta="none")
+    rows = {name: [] for name in ("warm single", "batched", "network only")}
+    for c in (clf, plain):
+        rows["warm single"].append(warm_single(c, images, repeats))
+        rows["batched"].append(batched(c, images))
+        rows["network only"].append(network_only(c, images))
+    for name, ((tta_s, detail), (plain_s, _)) in rows.items():
+        print(f"{name:13s} TTA {clf.tta}: {detail}; TTA none: {rows_detail(name, plain_s, images)}"
+              f"  -> {tta_s / plain_s:.2f}x the time")
+    print()
+
+
+def rows_detail(name: str, seconds: float, images: list[Path]) -> str:
+    return f"{seconds * 1e3:.1f} ms" if name == "warm single" else f"{len(images) / seconds:.1f} images/s"
+
+
+def warm_single(clf, images: list[Path], repeats: int) -> tuple[float, str]:
     clf.predict(images[0])  # warm up: the first call traces the graph
     times = []
     for i in range(repeats):
@@ -110,23 +129,26 @@ def report(kind: str, model_path: Path, images: list[Path], repeats: int) -> Non
         clf.predict(images[i % len(images)])
         times.append(time.perf_counter() - start)
     times.sort()
-    print(f"warm single   {statistics.median(times) * 1e3:.1f} ms median, "
-          f"{times[int(0.9 * (len(times) - 1))] * 1e3:.1f} ms p90 per image "
-          f"(decode + resize + network, {repeats} calls)")
+    median = statistics.median(times)
+    return median, (f"{median * 1e3:.1f} ms median, {times[int(0.9 * (len(times) - 1))] * 1e3:.1f} ms p90 "
+                    f"per image ({repeats} calls)")
 
+
+def batched(clf, images: list[Path]) -> tuple[float, str]:
     list(clf.predict_files(images[:32]))  # warm up the batch-32 graph
     start = time.perf_counter()
     outcomes = list(clf.predict_files(images, batch_size=32))
     seconds = time.perf_counter() - start
     assert all(o.prediction for o in outcomes)
-    print(f"batched       {len(images) / seconds:.1f} images/s from files "
-          f"({len(images)} JPEGs, batches of 32, {seconds:.2f} s)")
+    return seconds, f"{len(images) / seconds:.1f} images/s from files"
 
+
+def network_only(clf, images: list[Path]) -> tuple[float, str]:
     arrays = __import__("numpy").stack([clf.prepare(p) for p in images])
     start = time.perf_counter()
     clf.probabilities(arrays, batch_size=32)
     seconds = time.perf_counter() - start
-    print(f"network only  {len(arrays) / seconds:.1f} images/s on prepared arrays\n")
+    return seconds, f"{len(arrays) / seconds:.1f} images/s on prepared arrays"
 
 
 def cold_start(model_path: Path, image: Path) -> dict:
