@@ -26,7 +26,7 @@ def main() -> None:
     val_metrics, _, _ = evaluate_split(model, load_split("data/prepared", "val"), classes,
                                        e.batch_size, tta=tta, ece_bins=e.ece_bins)
     write_evaluation("metrics", test_metrics, val_metrics, matrix, test.labels, probs, classes,
-                     ece_bins=e.ece_bins)
+                     ece_bins=e.ece_bins, model_type=metadata.get("model", "unknown"))
     for name, metrics in (("test", test_metrics), ("val", val_metrics)):
         print(f"{name}: {summary_line(metrics)}")
 

@@ -1,26 +1,30 @@
-"""DVC stage `train`: data/prepared/ -> models/model.keras, metrics/train.json, metrics/history.csv."""
+"""DVC stage `train`: data/prepared/ -> models/model.keras, metrics/train*.json, dvclive/ (per epoch, live)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as `python stages/train.py`
 
+from dvclive import Live  # noqa: E402
+
 from skinsage.errors import run_reporting_errors  # noqa: E402
 from skinsage.fileio import write_json  # noqa: E402
 from skinsage.model.model_file import save_model  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
 from skinsage.prepared import load_prepared  # noqa: E402
-from skinsage.train.history import write_history  # noqa: E402
-from skinsage.train.trainer import model_metadata, train_model  # noqa: E402
+from skinsage.train.history import LIVE_DIR  # noqa: E402
+from skinsage.train.trainer import headline_summary, model_metadata, train_model  # noqa: E402
 
 
 def main() -> None:
     params = load_params("params.yaml")
     data = load_prepared("data/prepared", splits=("train", "val"))
-    model, history, summary = train_model(params, data)
+    # dvc.yaml declares dvclive's files itself (dvcyaml=None keeps dvclive from rewriting it)
+    with Live(LIVE_DIR, dvcyaml=None, save_dvc_exp=False) as live:
+        model, _, summary = train_model(params, data, live=live)
     save_model(model, "models/model.keras", model_metadata(params, data, summary))
-    write_history("metrics/history.csv", history)
-    write_json("metrics/train.json", summary)
+    write_json("metrics/train_full.json", summary)
+    write_json("metrics/train.json", headline_summary(summary))
 
 
 if __name__ == "__main__":

@@ -69,9 +69,10 @@ def git(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=project, env=env(), check=True, capture_output=True, text=True)
 
 
-def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(project: Path, *args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     dvc_bin = Path(sys.executable).parent / "dvc"
-    result = subprocess.run([str(dvc_bin), *args], cwd=project, env=env(), capture_output=True, text=True)
+    result = subprocess.run([str(dvc_bin), *args], cwd=project, env={**env(), **(extra_env or {})},
+                            capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

@@ -17,8 +17,8 @@ from test_interruptions import project_copy
 pytestmark = pytest.mark.e2e
 
 BYTE_IDENTICAL = ["data/prepared/train.npz", "data/prepared/val.npz", "data/prepared/test.npz",
-                  "data/prepared/labels.json", "metrics/data.json", "metrics/history.csv",
-                  "metrics/eval.json", "metrics/per_class.json", "metrics/confusion.json",
+                  "data/prepared/labels.json", "metrics/data.json", "dvclive/plots/metrics/eval/loss.tsv",
+                  "metrics/eval.json", "metrics/eval_full.json", "metrics/per_class.json", "metrics/confusion.json",
                   "metrics/predictions.csv", "metrics/roc.csv", "metrics/calibration.csv"]
 
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from skinsage.evaluate.curves import calibration_bins, read_rows
-from skinsage.evaluate.outputs import EVALUATION_FILES, json_safe, write_evaluation
+from skinsage.evaluate.outputs import EVALUATION_FILES, HEADLINE_KEYS, json_safe, write_evaluation
 from skinsage.evaluate.scoring import evaluate_split
 from skinsage.prepared import Split
 from skinsage.evaluate.metrics import (SUMMARY_KEYS, bootstrap_ci, brier_score, confusion, evaluate_predictions,
@@ -173,10 +173,15 @@ def test_evaluate_split_and_written_files(tmp_path):
                                           seed=1)
     val, _, _ = evaluate_split(FixedModel(probs[:60]), Split(split.images[:60], y[:60]), NAMES3, 32,
                                tta="none")
-    write_evaluation(tmp_path, metrics, val, matrix, y, got, NAMES3)
+    write_evaluation(tmp_path, metrics, val, matrix, y, got, NAMES3, model_type="cnn")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(EVALUATION_FILES)
 
-    summary = json.loads((tmp_path / "eval.json").read_text())
+    headline = json.loads((tmp_path / "eval.json").read_text())  # the DVC metrics: few, named first
+    assert list(headline) == ["model_type", *HEADLINE_KEYS, "val"] and headline["model_type"] == "cnn"
+    assert list(headline["val"]) == list(HEADLINE_KEYS)
+    assert headline["val"]["accuracy"] == pytest.approx(np.mean(probs[:60].argmax(1) == y[:60]))
+    summary = json.loads((tmp_path / "eval_full.json").read_text())
+    assert all(summary[key] == headline[key] for key in HEADLINE_KEYS)
     assert "per_class" not in summary and summary["val"]["num_images"] == 60
     assert set(summary) == {*SUMMARY_KEYS, "ci95", "val"}
     assert all(isinstance(v, (int, float)) for k, v in summary.items() if k not in ("ci95", "val"))

@@ -275,7 +275,7 @@ TRAIN_OVERRIDES = {"model": "cnn", "data.source": "synthetic", "data.synthetic.n
 @pytest.mark.e2e
 def test_train_killed_while_saving_the_model_leaves_the_old_one_then_reruns(tmp_path):
     project = project_copy(tmp_path / "project", TRAIN_OVERRIDES)
-    outputs = ["models/model.keras", "metrics/train.json", "metrics/history.csv"]
+    outputs = ["models/model.keras", "metrics/train.json", "metrics/train_full.json"]
     run_stage(project, "prepare")
     run_stage(project, "train")
     before = kill_a_rerun_while_writing(project, "train", model_half_written, outputs)

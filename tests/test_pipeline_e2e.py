@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dvc_project import TINY_SYNTHETIC, copy_project, dvc, set_params
+from skinsage.train.history import read_history
 
 pytestmark = pytest.mark.e2e
 STAGES = ("prepare", "train", "evaluate", "plot")
@@ -39,13 +40,22 @@ def test_every_declared_output_exists_with_expected_structure(project):
     assert total == 90
 
     assert (project / "models" / "model.keras").stat().st_size > 0
-    history = list(csv.DictReader((project / "metrics" / "history.csv").open()))
-    assert [int(row["epoch"]) for row in history] == [1, 2]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+    history = read_history(project / "dvclive")  # dvclive's per-epoch files
+    assert [row["epoch"] for row in history] == [1, 2] and {row["phase"] for row in history} == {"train"}
+    assert all(0 <= row[key] <= 1 for row in history for key in ("accuracy", "val_accuracy"))
+    live = json.loads((project / "dvclive" / "metrics.json").read_text())
+    assert live["step"] == 1 and live["phase"] == "train"  # the last epoch (steps count from 0)
+    assert live["eval"]["loss"] == pytest.approx(history[-1]["val_loss"])
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    assert set(train) == {"epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau"}
 
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert evaluation["model_type"] == "cnn" and set(evaluation["val"]) == set(evaluation) - {"model_type", "val"}
     assert 0 <= evaluation["accuracy"] <= 1 and 0 <= evaluation["balanced_accuracy"] <= 1
     assert evaluation["loss"] > 0
+    full = json.loads((project / "metrics" / "eval_full.json").read_text())
+    assert all(full[key] == evaluation[key] for key in evaluation if key not in ("model_type", "val"))
+    assert "ci95" in full and "num_images" in full["val"]
     confusion = json.loads((project / "metrics" / "confusion.json").read_text())
     assert confusion["classes"] == labels["classes"]
     with np.load(prepared / "test.npz") as npz:
@@ -70,7 +80,7 @@ def skinsage(project, *args) -> str:
 
 
 def test_skinsage_evaluate_on_the_prepared_test_split_reproduces_eval_json(project):
-    recorded = json.loads((project / "metrics" / "eval.json").read_text())
+    recorded = json.loads((project / "metrics" / "eval_full.json").read_text())
     skinsage(project, "evaluate", "--model", "models/model.keras", "--data", "data/prepared",
              "--split", "test", "--out", "cli_eval.json")
     cli = json.loads((project / "cli_eval.json").read_text())

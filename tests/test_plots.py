@@ -1,11 +1,11 @@
 """The plot stage: every figure and the model card from evaluate's files, and the real DVC commands."""
 
-import csv
 import json
 import re
 
 import numpy as np
 import pytest
+from dvclive import Live
 import yaml
 from PIL import Image
 
@@ -45,14 +45,14 @@ def fake_run(root, class_names, dataset, per_class=8, phases=False):
     val = evaluate_predictions(y, probs, class_names)
     write_evaluation(metrics_dir, test, val, confusion(y, probs.argmax(1), class_names), y, probs,
                      class_names)
-    columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"] + (["phase"] if phases else [])
-    with open(metrics_dir / "history.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
+    with Live(str(root / "dvclive"), dvcyaml=None, save_dvc_exp=False) as live:  # as `train` logs
         for epoch in range(1, 7):
-            row = [epoch, 1.5 / epoch, 0.4 + 0.05 * epoch, 1.6 / epoch + 0.02 * epoch, 0.35 + 0.04 * epoch]
-            writer.writerow(row + (["head" if epoch <= 3 else "fine_tune"] if phases else []))
-    write_json(metrics_dir / "train.json", {"epochs_run": 6, "best_epoch": 5, "stopped_early": False})
+            live.log_metric("phase", ("head" if epoch <= 3 else "fine_tune") if phases else "train")
+            for name, value in (("train/loss", 1.5 / epoch), ("train/accuracy", 0.4 + 0.05 * epoch),
+                                ("eval/loss", 1.6 / epoch + 0.02 * epoch), ("eval/accuracy", 0.35 + 0.04 * epoch)):
+                live.log_metric(name, value)
+            live.next_step()
+    write_json(metrics_dir / "train_full.json", {"epochs_run": 6, "best_epoch": 5, "stopped_early": False})
     return load_params("params.yaml", {"evaluate.bootstrap": 20})
 
 
@@ -62,7 +62,8 @@ def fake_run(root, class_names, dataset, per_class=8, phases=False):
 ])
 def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path, class_names, dataset):
     params = fake_run(tmp_path, class_names, dataset, phases=len(class_names) == 7)
-    render_all(params, tmp_path / "data" / "prepared", tmp_path / "metrics", tmp_path / "plots")
+    render_all(params, tmp_path / "data" / "prepared", tmp_path / "metrics", tmp_path / "plots",
+               tmp_path / "dvclive")
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(PLOT_FILES)
     for kind in PNG_KINDS:
         with Image.open(tmp_path / "plots" / f"{kind}.png") as image:
@@ -72,7 +73,7 @@ def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path,
             image.load()  # decodes fully: not truncated
 
     card = (tmp_path / "plots" / "report.md").read_text()
-    evaluation = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    evaluation = json.loads((tmp_path / "metrics" / "eval_full.json").read_text())
     for heading in ("## Data", "## Model and parameters", "## Results", "## Figures", "## Intended use",
                     "## Limits of the data"):
         assert heading in card
@@ -89,10 +90,11 @@ def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path,
         assert "generated shapes, not skin images" in card and "HAM10000" not in card
 
 
-def test_history_with_a_phase_column_is_read_as_numbers_and_text(tmp_path):
+def test_dvclive_history_is_read_with_its_phases(tmp_path):
     fake_run(tmp_path, SHAPES, "x", phases=True)
-    rows = read_history(tmp_path / "metrics" / "history.csv")
-    assert rows[0]["epoch"] == 1 and isinstance(rows[0]["loss"], float)
+    rows = read_history(tmp_path / "dvclive")
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[1]["loss"] == pytest.approx(1.5 / 2) and rows[5]["val_accuracy"] == pytest.approx(0.35 + 0.24)
     assert [row["phase"] for row in rows] == ["head"] * 3 + ["fine_tune"] * 3
     assert best_epoch({"best_epoch": 5}, rows) == 5
     assert best_epoch({}, rows) == int(np.argmin([r["val_loss"] for r in rows])) + 1
@@ -132,7 +134,7 @@ def test_dvc_repro_writes_every_declared_evaluate_and_plot_output(repro):
         for section in ("outs", "metrics", "plots"):
             for path in _declared(pipeline["stages"][stage], section):
                 assert (repro / path).is_file() and (repro / path).stat().st_size > 0, path
-    summary = json.loads((repro / "metrics" / "eval.json").read_text())
+    summary = json.loads((repro / "metrics" / "eval_full.json").read_text())
     assert {"ci95", "val", "auc_macro_ovr", "ece", "brier", "cohen_kappa", "top2_accuracy"} <= set(summary)
     for kind in PNG_KINDS:
         with Image.open(repro / "plots" / f"{kind}.png") as image:
@@ -150,5 +152,22 @@ def test_dvc_plots_show_renders_every_plot(repro, tmp_path):
     for name in names:
         assert name in html or re.sub(r"[^a-zA-Z0-9]", "_", name) in html, name
     assert len(list((tmp_path / "html" / "static").glob("*.png"))) == len(PNG_KINDS)
-    shown = dvc(repro, "metrics", "show", "--json").stdout
-    assert "metrics/per_class.json" in shown and "synthetic_circle" in shown
+    shown = json.loads(dvc(repro, "metrics", "show", "--json").stdout)
+    files = {name for entry in shown.values() for name in entry.get("data", {})}
+    assert files == {"metrics/eval.json", "metrics/train.json", "dvclive/metrics.json"}  # counts are not metrics
+
+
+@pytest.mark.e2e
+def test_dvc_exp_show_leads_with_the_model_and_accuracy_in_few_columns(repro):
+    from dvc_project import dvc
+    header = dvc(repro, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    params_start = next(i for i, column in enumerate(header) if column in ("seed", "model", "params.yaml:model"))
+    metrics = header[header.index("parent") + 1:params_start]
+    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 25, metrics
+    assert not any(column.startswith(("splits.", "duplicates.", "num_classes", "synthetic_")) for column in header)
+    # In a terminal `dvc exp show` pages the whole table through `less -RS`: the first screen is
+    # its left 80 columns. Rendered that wide here, they must name the run, the model and accuracy.
+    table = dvc(repro, "exp", "show", "--no-pager", extra_env={"COLUMNS": "4000"}).stdout.splitlines()
+    first_screen = [line[:80] for line in table]
+    assert all(word in first_screen[1] for word in ("Experiment", "model_type", "accuracy"))
+    assert any("workspace" in line and "cnn" in line for line in first_screen)

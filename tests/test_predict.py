@@ -312,13 +312,13 @@ def fake_project(tmp_path: Path, model_path: Path) -> tuple[Path, Path]:
     model = tmp_path / "models" / "model.keras"
     model.parent.mkdir()
     model.write_bytes(model_path.read_bytes())
-    eval_json = tmp_path / "metrics" / "eval.json"
+    eval_json = tmp_path / "metrics" / "eval_full.json"
     eval_json.parent.mkdir()
     eval_json.write_text(json.dumps({"accuracy": 0.75, "num_images": 40}))
     lock = {"schema": "2.0", "stages": {"evaluate": {
         "cmd": "python stages/evaluate.py",
         "deps": [{"path": "models/model.keras", "hash": "md5", "md5": md5(model)}],
-        "outs": [{"path": "metrics/eval.json", "hash": "md5", "md5": md5(eval_json)}]}}}
+        "outs": [{"path": "metrics/eval_full.json", "hash": "md5", "md5": md5(eval_json)}]}}}
     (tmp_path / "dvc.lock").write_text(json.dumps(lock))  # JSON is valid YAML
     return model, eval_json
 

@@ -25,7 +25,7 @@ def run_real(tmp_path: Path, **overrides) -> tuple[dict, dict, dict]:
         "model": "cnn", "data.source": "medmnist", "data.medmnist.path": str(REAL_NPZ), **overrides})
     dvc(project, "repro")
     read = lambda name: json.loads((project / "metrics" / name).read_text())  # noqa: E731
-    return read("eval.json"), read("train.json"), read("data.json")
+    return read("eval_full.json"), read("train_full.json"), read("data.json")
 
 
 def test_cnn_on_real_ham10000_beats_majority_class_in_a_few_epochs(tmp_path: Path):

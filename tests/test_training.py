@@ -3,7 +3,6 @@ and one real `dvc exp run` of the ResNet50 path."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from skinsage.params import ParamsError, load_params
 from skinsage.prepared import PreparedData, Split
 from skinsage.train import augment
 from skinsage.train import trainer as training
-from skinsage.train.history import read_history, write_history
+from skinsage.train.history import read_history
 from skinsage.train.phase import best_index, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,15 +180,35 @@ def test_rotation_stays_within_its_angle_and_reflects_the_borders():
 
 # --- history and params ----------------------------------------------------------------------
 
-def test_history_keeps_the_phase_column_and_reads_old_files(tmp_path):
-    rows = [{"epoch": 1, "phase": "head", "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4},
-            {"epoch": 2, "phase": "fine_tune", "loss": 0.8, "accuracy": 0.6, "val_loss": 0.9, "val_accuracy": 0.5}]
-    write_history(tmp_path / "history.csv", rows)
-    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,phase"
-    assert read_history(tmp_path / "history.csv") == rows
-    (tmp_path / "old.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,1.0,0.5,1.1,0.4\n")
-    assert read_history(tmp_path / "old.csv") == [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1,
-                                                   "val_accuracy": 0.4}]
+def test_dvclive_gets_every_epoch_while_training_runs(tmp_path):
+    """The history comes from dvclive's files, and dvclive/metrics.json (what `dvc exp show` reads)
+    is rewritten at the end of every epoch, not only when the stage ends."""
+    import keras
+    from dvclive import Live
+
+    seen_live = []
+
+    class ReadLiveFile(keras.callbacks.Callback):  # runs after the logger, like a user's `dvc exp show`
+        def on_epoch_end(self, epoch, logs=None):
+            seen_live.append(json.loads((tmp_path / "dvclive" / "metrics.json").read_text()))
+
+    real_fit = keras.Model.fit
+
+    def fit_and_watch(self, *args, callbacks=(), **kwargs):
+        return real_fit(self, *args, callbacks=[*callbacks, ReadLiveFile()], **kwargs)
+
+    data = tiny_cnn_data([0] * 12 + [1] * 12)
+    with pytest.MonkeyPatch.context() as patch, Live(str(tmp_path / "dvclive"), dvcyaml=None,
+                                                      save_dvc_exp=False) as live:
+        patch.setattr(keras.Model, "fit", fit_and_watch)
+        _, history, _ = training.train_model(params(**{**CNN, "train.epochs": 3}), data, live=live)
+    assert [entry["step"] for entry in seen_live] == [0, 1, 2]  # one update per epoch, mid-run
+    assert [entry["eval"]["loss"] for entry in seen_live] == pytest.approx([row["val_loss"] for row in history])
+    logged = read_history(tmp_path / "dvclive")
+    assert [row["epoch"] for row in logged] == [1, 2, 3] and {row["phase"] for row in logged} == {"train"}
+    for ours, keras_row in zip(logged, history):
+        assert all(ours[key] == pytest.approx(keras_row[key]) for key in ("loss", "accuracy", "val_loss",
+                                                                          "val_accuracy"))
 
 
 def test_best_epoch_skips_diverged_epochs():
@@ -225,10 +244,10 @@ def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
     for stage in ("prepare", "train", "evaluate"):
         assert f"Running stage '{stage}'" in result.stdout
     assert "feature caching: backbone features of" in result.stdout
-    train = json.loads((project / "metrics" / "train.json").read_text())
+    train = json.loads((project / "metrics" / "train_full.json").read_text())
     assert train["epochs_run"] == 1 and train["feature_caching"] is True and train["best_phase"] == "head"
-    history = list(csv.DictReader((project / "metrics" / "history.csv").open()))
-    assert [(row["epoch"], row["phase"]) for row in history] == [("1", "head")]
+    history = read_history(project / "dvclive")
+    assert [(row["epoch"], row["phase"]) for row in history] == [(1, "head")]
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
     assert 0 <= evaluation["accuracy"] <= 1 and evaluation["loss"] > 0
 

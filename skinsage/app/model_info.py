@@ -2,8 +2,8 @@
 they are provably this file's.
 
 `train` writes the model before `evaluate` measures it, so the metrics are not inside the file.
-They are shown from the project's metrics/eval.json only when dvc.lock records that `evaluate`
-read a model with this file's MD5 and wrote an eval.json with that file's MD5: metrics of an older
+They are shown from the project's metrics/eval_full.json only when dvc.lock records that `evaluate`
+read a model with this file's MD5 and wrote that file with the MD5 it has now: metrics of an older
 or retrained model are never shown as this one's.
 """
 
@@ -16,7 +16,7 @@ import yaml
 
 from ..model.model_file import inference_settings
 
-EVAL_STAGE, EVAL_FILE = "evaluate", "metrics/eval.json"
+EVAL_STAGE, EVAL_FILE = "evaluate", "metrics/eval_full.json"
 
 
 def model_info(path: str | Path, metadata: dict) -> dict:

@@ -1,6 +1,8 @@
 """The files the `evaluate` stage writes into the metrics folder (all declared in dvc.yaml):
 
-  eval.json             scalar summary of the test split (+ "ci95", + "val": the validation summary)
+  eval.json             the DVC metrics people compare first (`dvc exp show`, `dvc metrics diff`):
+                        the model type and HEADLINE_KEYS of the test split, and of "val"
+  eval_full.json        every scalar of the test split (+ "ci95", + "val": the validation summary)
   per_class.json        test metrics per class, keyed by class name
   confusion.json        test confusion matrix with class names (rows actual, columns predicted)
   predictions.csv       one row per test image: actual, predicted, confidence (DVC's confusion
@@ -25,20 +27,24 @@ from .curves import (CALIBRATION_COLUMNS, PR_COLUMNS, ROC_COLUMNS, calibration_b
                      precision_recall_rows, roc_rows, write_rows)
 from .metrics import ECE_BINS
 
-EVALUATION_FILES = ("eval.json", "per_class.json", "confusion.json", "predictions.csv", "roc.csv",
-                    "precision_recall.csv", "calibration.csv")
+EVALUATION_FILES = ("eval.json", "eval_full.json", "per_class.json", "confusion.json", "predictions.csv",
+                    "roc.csv", "precision_recall.csv", "calibration.csv")
+# The few numbers per split that `dvc exp show` lists: it shows every key of a metrics file as a
+# column, so the rest (counts, intervals, per class) live in eval_full.json and per_class.json.
+HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "macro_f1", "cohen_kappa", "ece", "loss")
 PROBABILITY_PREFIX = "p_"
 
 
 def write_evaluation(out_dir: str | Path, test_metrics: dict, val_metrics: dict | None, matrix: dict,
                      labels: np.ndarray, probs: np.ndarray, class_names: list[str],
-                     ece_bins: int = ECE_BINS) -> None:
-    """Write EVALUATION_FILES for the test split; `val_metrics` adds the "val" summary to eval.json."""
+                     ece_bins: int = ECE_BINS, model_type: str = "unknown") -> None:
+    """Write EVALUATION_FILES for the test split; `val_metrics` adds the "val" summaries."""
     out_dir = Path(out_dir)
     scalars = headline(test_metrics)
     if val_metrics is not None:
         scalars["val"] = headline(val_metrics)
-    write_json(out_dir / "eval.json", json_safe(scalars))
+    write_json(out_dir / "eval.json", json_safe(headline_metrics(scalars, model_type)))
+    write_json(out_dir / "eval_full.json", json_safe(scalars))
     write_json(out_dir / "per_class.json", json_safe(test_metrics["per_class"]))
     write_json(out_dir / "confusion.json", matrix)
     write_text(out_dir / "predictions.csv", predictions_csv(labels, probs, class_names))
@@ -73,8 +79,17 @@ def read_predictions(path: str | Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+def headline_metrics(scalars: dict, model_type: str) -> dict:
+    """eval.json: which model was evaluated (so `dvc exp show` names it beside its accuracy), then
+    HEADLINE_KEYS of the test split and of "val"."""
+    result = {"model_type": model_type, **{k: scalars[k] for k in HEADLINE_KEYS}}
+    if "val" in scalars:
+        result["val"] = {k: scalars["val"][k] for k in HEADLINE_KEYS}
+    return result
+
+
 def headline(metrics: dict) -> dict:
-    """Everything but the per-class figures: what `dvc metrics show` and `dvc exp show` list."""
+    """Every scalar, without the per-class figures: eval_full.json and `skinsage evaluate --out`."""
     return {k: v for k, v in metrics.items() if k != "per_class"}
 
 

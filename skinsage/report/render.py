@@ -9,7 +9,7 @@ from ..evaluate.outputs import read_predictions
 from ..fileio import read_json, write_text
 from ..params import Params
 from ..prepared import load_labels, load_split
-from ..train.history import read_history
+from ..train.history import LIVE_DIR, read_history
 from .charts import (plot_confusion_matrix, plot_prediction_grid, plot_reliability_diagram,
                      plot_roc_pr_curves, plot_training_curves)
 from .model_card import model_card
@@ -19,13 +19,14 @@ PLOT_FILES = ("training_curves.png", "confusion_matrix.png", "roc_pr_curves.png"
 
 
 def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
-               metrics_dir: str | Path = "metrics", out_dir: str | Path = "plots") -> None:
+               metrics_dir: str | Path = "metrics", out_dir: str | Path = "plots",
+               live_dir: str | Path = LIVE_DIR) -> None:
     prepared, metrics, out = Path(prepared_dir), Path(metrics_dir), Path(out_dir)
     labels = load_labels(prepared)
     name = labels["dataset"]
-    train, evaluation = read_json(metrics / "train.json"), read_json(metrics / "eval.json")
+    train, evaluation = read_json(metrics / "train_full.json"), read_json(metrics / "eval_full.json")
     per_class = read_json(metrics / "per_class.json")
-    history = read_history(metrics / "history.csv")
+    history = read_history(live_dir)
     plot_training_curves(history, out / "training_curves.png", f"Training curves: {name}",
                          best_epoch=best_epoch(train, history))
     matrix = read_json(metrics / "confusion.json")
@@ -45,7 +46,7 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
 
 
 def best_epoch(train: dict, history: list[dict]) -> int | None:
-    """The epoch whose weights were kept: train.json's `best_epoch`, else the lowest val_loss."""
+    """The epoch whose weights were kept: train_full.json's `best_epoch`, else the lowest val_loss."""
     recorded = train.get("best_epoch")
     if isinstance(recorded, int) and 1 <= recorded <= len(history):
         return recorded

@@ -1,35 +1,53 @@
-"""The per-epoch training history as CSV: DVC plots it, `plot` draws it."""
+"""The per-epoch training history, as dvclive writes it while `train` runs (dvclive/plots/metrics):
+`dvc plots` and the `plot` stage read it; `dvc exp show` shows dvclive/metrics.json, the latest
+epoch's values, updated every epoch.
+
+    train/loss.tsv, train/accuracy.tsv, eval/loss.tsv, eval/accuracy.tsv, phase.tsv
+    (each: step, value; `phase`: train for the CNN, head then fine_tune for ResNet50)
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
-from ..fileio import write_text
-
-METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
-# `phase`: train (the CNN), head (ResNet50, frozen backbone) or fine_tune; epochs continue across phases
-HISTORY_COLUMNS = ("epoch", *METRIC_COLUMNS, "phase")
-
-
-def write_history(path: str | Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+LIVE_DIR = "dvclive"
+# Keras' names in a history row -> dvclive's file for them (its keras integration's naming)
+METRIC_FILES = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "eval/loss",
+                "val_accuracy": "eval/accuracy"}
+METRIC_COLUMNS = tuple(METRIC_FILES)
 
 
-def read_history(path: str | Path) -> list[dict]:
-    """Rows with `epoch` as int, numbers as float and anything else (`phase`) as text; histories
-    written before the `phase` column have no such key."""
+def epoch_logger(live, phase: str):
+    """A Keras callback logging every epoch of one phase to `live` (dvclive's own Keras callback,
+    plus the phase); it leaves `live` open, so ResNet50's two phases make one continuous run."""
+    from dvclive.keras import DVCLiveCallback
+
+    class EpochLogger(DVCLiveCallback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.live.log_metric("phase", phase)
+            super().on_epoch_end(epoch, logs)  # logs Keras' metrics, then next_step() writes them
+
+        def on_train_end(self, logs=None):
+            pass  # the `train` stage closes `live` after the last phase
+
+    return EpochLogger(live=live)
+
+
+def read_history(live_dir: str | Path = LIVE_DIR) -> list[dict]:
+    """One row per epoch: `epoch` (1-based), the METRIC_COLUMNS as floats and `phase`."""
+    metrics_dir = Path(live_dir) / "plots" / "metrics"
+    columns = {key: _read_tsv(metrics_dir / f"{name}.tsv") for key, name in METRIC_FILES.items()}
+    phases = _read_tsv(metrics_dir / "phase.tsv", number=False)
+    steps = sorted(set().union(*(c.keys() for c in columns.values())))
+    return [{"epoch": i + 1, **{key: values.get(step, float("nan")) for key, values in columns.items()},
+             "phase": phases.get(step, "train")} for i, step in enumerate(steps)]
+
+
+def _read_tsv(path: Path, number: bool = True) -> dict[int, float | str]:
+    """step -> value of one dvclive metric file (columns: [timestamp,] step, <metric name>)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _value(key: str, text: str):
-    try:
-        return int(float(text)) if key == "epoch" else float(text)
-    except (TypeError, ValueError):
-        return text
+        rows = list(csv.reader(f, delimiter="\t"))
+    header, body = rows[0], rows[1:]
+    step, value = header.index("step"), len(header) - 1
+    return {int(row[step]): float(row[value]) if number else row[value] for row in body}

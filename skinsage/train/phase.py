@@ -27,9 +27,10 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
               early_stopping: EarlyStoppingParams, class_weight: dict | None,
               optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant",
               loss: str = "cross_entropy", label_smoothing: float = 0.0, mixup: float = 0.0,
-              seed: int = 0) -> PhaseResult:
+              seed: int = 0, live=None) -> PhaseResult:
     """Adam(W) + cross-entropy (sparse labels unless smoothing, focal loss or mixup need one-hot
-    ones); early stopping restores the phase's best weights if asked."""
+    ones); early stopping restores the phase's best weights if asked. With a dvclive `live`, every
+    epoch is logged as it ends."""
     import keras
 
     batches = _batches_per_epoch(train)
@@ -54,15 +55,20 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
         monitor=early_stopping.monitor, patience=early_stopping.patience,
         start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # see monitored_best
         restore_best_weights=early_stopping.restore_best_weights, verbose=1)
+    callbacks = [stopper]
+    if live is not None:
+        from .history import epoch_logger
+
+        callbacks.append(epoch_logger(live, name))
     start = time.perf_counter()
-    fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stopper],
+    fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                     class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
     return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
 
 
-def training_args(t: TrainParams, seed: int) -> dict:
+def training_args(t: TrainParams, seed: int, live=None) -> dict:
     """fit_phase's keyword arguments from `train` params (class weights aside)."""
-    return dict(seed=seed, epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
+    return dict(seed=seed, live=live, epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
                 optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
                 loss=t.loss, label_smoothing=t.label_smoothing, mixup=t.mixup)
 

@@ -94,13 +94,14 @@ def compute_features(model, splits: dict, batch_size: int) -> dict[str, np.ndarr
             for name, split in splits.items()}
 
 
-def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict | None) -> list[PhaseResult]:
+def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict | None,
+                   live=None) -> list[PhaseResult]:
     """The head phase, then fine-tuning if `fine_tune.epochs` > 0; the model ends with the best
     weights of either phase (when early stopping restores best weights)."""
     tune, es = params.model_params.fine_tune, params.train.early_stopping
     to_unfreeze = layers_to_unfreeze(model, tune.unfreeze) if tune.epochs else []  # fail before training
     set_trainable_backbone(model, [])
-    head = _head_phase(model, params, data, class_weight)
+    head = _head_phase(model, params, data, class_weight, live)
     if not tune.epochs:
         return [head]
     best_head_weights = model.get_weights() if es.restore_best_weights else None
@@ -109,16 +110,18 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
           f"(BatchNorm frozen), learning rate {tune.learning_rate:g}", flush=True)
     train, val = image_datasets(params, data)
     fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, **{
-        **training_args(params.train, params.seed), "epochs": tune.epochs, "learning_rate": tune.learning_rate})
+        **training_args(params.train, params.seed, live), "epochs": tune.epochs,
+        "learning_rate": tune.learning_rate})
     if best_head_weights is not None and not _improved(fine, head, es):
         print(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights", flush=True)
         model.set_weights(best_head_weights)
     return [head, fine]
 
 
-def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None) -> PhaseResult:
+def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None,
+                live=None) -> PhaseResult:
     t = params.train
-    fit_args = dict(class_weight=class_weight, **training_args(t, params.seed))
+    fit_args = dict(class_weight=class_weight, **training_args(t, params.seed, live))
     if params.model_params.augment.enabled:
         print(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
               "every epoch runs the frozen backbone on new random variants", flush=True)

@@ -37,8 +37,9 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def train_model(params: Params, data: PreparedData):
-    """Build and fit the selected model; returns (model, history rows, summary dict)."""
+def train_model(params: Params, data: PreparedData, live=None):
+    """Build and fit the selected model; returns (model, history rows, summary dict). A dvclive
+    `live` gets every epoch as it ends (what `dvc exp show` shows while training runs)."""
     from ..model.architectures import build_model
 
     seed_everything(params.seed)
@@ -51,10 +52,10 @@ def train_model(params: Params, data: PreparedData):
     if params.model == "resnet50":
         from .resnet50 import train_resnet50
 
-        phases = train_resnet50(model, params, data, weights)
+        phases = train_resnet50(model, params, data, weights, live)
         model = _without_optimizer(model)
     else:
-        phases = [_train_cnn(model, params, data, weights)]
+        phases = [_train_cnn(model, params, data, weights, live)]
     history = history_rows(phases)
     summary = _summary(history, phases, t.early_stopping)
     model, adjustment = _adjust_logits(model, params, data)
@@ -86,12 +87,12 @@ def _adjust_logits(model, params: Params, data: PreparedData):
     return with_adjustment(model, prior, tau), {"logit_adjustment_tau": tau, **record}
 
 
-def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None) -> PhaseResult:
+def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None, live=None) -> PhaseResult:
     t = params.train
     if params.model_params.augment.enabled:
         print(f"augmentation on: {augment_summary(params.model_params.augment)}", flush=True)
     train, val = image_datasets(params, data)
-    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed))
+    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed, live))
 
 
 def _without_optimizer(model):
@@ -136,6 +137,14 @@ def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingPa
         for phase in phases:
             summary.update(phase.notes)
     return summary
+
+
+HEADLINE_KEYS = ("epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau")
+
+
+def headline_summary(summary: dict) -> dict:
+    """metrics/train.json: the training figures `dvc exp show` lists (train_full.json has all)."""
+    return {key: summary.get(key) for key in HEADLINE_KEYS}
 
 
 def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:

@@ -66,16 +66,25 @@ def official_file(flag: str, size: int) -> tuple[str, str, str]:
     return info[f"url{suffix}"], f"{flag}{suffix}.npz", info[f"MD5{suffix}"]
 
 
+def download_official(p: MedmnistParams, model_size: int) -> Path | None:
+    """The official file for these params, fetched into the folder `p.path` (MD5-checked, reused
+    when already there); None when `p.path` is a local .npz to use as is. The `download` stage
+    runs this so the file lands in data/downloads, DVC's cache; `prepare` runs it again (a no-op
+    then) so that the library works outside the pipeline too."""
+    if Path(p.path).suffix == ".npz":
+        return None
+    url, filename, md5 = official_file(p.flag, resolve_size(p.size, model_size))
+    return fetch(url, Path(p.path) / filename, md5)
+
+
 def load_medmnist(p: MedmnistParams, model_size: int) -> RawDataset:
     info = flag_info(p.flag)
-    path = Path(p.path)
-    if path.suffix == ".npz":
-        npz_path, name = path, f"{p.flag} from local file {path.name}"
+    downloaded = download_official(p, model_size)
+    if downloaded is None:
+        npz_path, name = Path(p.path), f"{p.flag} from local file {Path(p.path).name}"
     else:
-        size = resolve_size(p.size, model_size)
-        url, filename, md5 = official_file(p.flag, size)
-        npz_path = fetch(url, path / filename, md5)
-        name = f"MedMNIST {p.flag} ({size} px, official split)"
+        npz_path = downloaded
+        name = f"MedMNIST {p.flag} ({resolve_size(p.size, model_size)} px, official split)"
     class_names = [info["label"][str(i)] for i in range(len(info["label"]))]
     images, labels = read_npz(npz_path, num_classes=len(class_names))
     images = {split: resize_array(array, model_size) for split, array in images.items()}
