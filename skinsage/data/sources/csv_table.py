@@ -238,7 +238,8 @@ def locate_images(entries: list[Entry], root: Path, csv_name: str):
 
 
 class ImageIndex:
-    """The files under a folder (any depth), found by name or by name without its extension.
+    """The files under a folder (any depth), found by name or by name without its extension (an
+    id whose extension matches no file falls back to its name without it).
 
     Walking once and looking up ids is much faster than testing candidate names per row, and it
     sees ambiguity: ISIC_1.jpg in two sub-folders is reported, not resolved at random.
@@ -258,6 +259,9 @@ class ImageIndex:
         """(path, None), or (path or None, reason it cannot be used)."""
         wanted = PurePosixPath(image_id.replace("\\", "/"))
         candidates = self.by_key.get(wanted.name, [])
+        if not candidates and is_image_name(Path(wanted.name)):  # 'x.JPG' for x.jpg, or converted to png
+            wanted = wanted.with_suffix("")
+            candidates = self.by_key.get(wanted.name, [])
         if len(wanted.parts) > 1:  # an id with folders: only files under that relative path
             candidates = [p for p in candidates if _relative_match(p, self.root, wanted)]
         candidates = list(dict.fromkeys(candidates))
