@@ -34,8 +34,16 @@ class MedmnistParams:
 
 
 @dataclass(frozen=True)
+class FolderGroupsParams:
+    path: str    # a CSV with a row per image file
+    id: str      # column with the file name (extension optional)
+    group: str   # column with the lesion or patient id
+
+
+@dataclass(frozen=True)
 class FolderParams:
     path: str
+    groups: Optional[FolderGroupsParams]  # None = no groups
 
 
 @dataclass(frozen=True)
@@ -334,6 +342,9 @@ def _check_values(p: Params) -> None:
     _require(d.min_per_class >= 1, "data.min_per_class: must be >= 1")
     _require(d.workers >= 0, "data.workers: must be >= 0 (0 = one per CPU core)")
     _check_csv(d.csv)
+    if d.folder.groups is not None:
+        for key in ("path", "id", "group"):
+            _require(bool(getattr(d.folder.groups, key).strip()), f"data.folder.groups.{key}: must not be empty")
     _require(16 <= p.models.cnn.image_size <= 512, "models.cnn.image_size: must be 16..512")
     _require(32 <= p.models.resnet50.image_size <= 224,
              "models.resnet50.image_size: must be 32..224 (ResNet50 needs at least 32 px)")

@@ -282,18 +282,77 @@ def test_prepare_without_groups_reports_none(tmp_path):
     assert "groups" not in json.loads((tmp_path / "data.json").read_text())
 
 
+# --- a class-per-folder dataset with groups from a CSV (data.folder.groups) ----------------------
+
+def folder_with_groups(tmp_path: Path, split_folders: bool = False) -> tuple[Path, Path, list[list]]:
+    """The HAM-like images sorted into class folders (or train/test/val/<class> by row), and the
+    metadata CSV as the group map."""
+    csv_path, images, rows = ham_like(tmp_path)
+    root = tmp_path / "classes"
+    for i, (_, image_id, dx) in enumerate(rows):
+        split = ("train", "train", "val", "test")[i % 4] + "/" if split_folders else ""  # by row: leaks
+        target = root / f"{split}{dx}" / f"{image_id}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        next(images.rglob(f"{image_id}.png")).rename(target)
+    return csv_path, root, rows
+
+
+def folder_params(root: Path, csv_path: Path):
+    return load_params(ROOT / "params.yaml", {
+        "data.source": "folder", "data.folder.path": str(root), "model": "cnn",
+        "models.cnn.image_size": SIZE, "data.workers": 1,
+        "data.folder.groups": {"path": str(csv_path), "id": "image_id", "group": "lesion_id"}})
+
+
+def test_folder_groups_from_a_csv_split_by_group(tmp_path):
+    csv_path, root, rows = folder_with_groups(tmp_path)
+    write_csv(csv_path, ["lesion_id", "image_id", "dx"], rows[1:])  # the first image: no group listed
+    raw = load_source(folder_params(root, csv_path))
+    lesion = {image_id: lesion_id for lesion_id, image_id, _ in rows[1:]}
+    assert [lesion.get(Path(p).stem, f"(no group) {p}") for p in raw.paths["all"]] == raw.groups["all"].tolist()
+    prepare(folder_params(root, csv_path), tmp_path / "prepared", tmp_path / "data.json")
+    groups = json.loads((tmp_path / "data.json").read_text())["groups"]
+    assert groups["crossing_splits"] == 0 and sum(groups["per_split"].values()) == len(set(lesion.values())) + 1
+
+
+def test_folder_own_split_counts_groups_crossing_splits(tmp_path, capsys):
+    csv_path, root, rows = folder_with_groups(tmp_path, split_folders=True)
+    splits_of = {}  # lesion -> the given splits its images are in (as folder_with_groups files them)
+    for i, (lesion, *_) in enumerate(rows):
+        splits_of.setdefault(lesion, set()).add(("train", "train", "val", "test")[i % 4])
+    crossing = {lesion for lesion, splits in splits_of.items() if len(splits) > 1}
+    assert crossing  # the generated split leaks, on purpose
+    prepare(folder_params(root, csv_path), tmp_path / "prepared", tmp_path / "data.json")
+    assert json.loads((tmp_path / "data.json").read_text())["groups"]["crossing_splits"] == len(crossing)
+    assert f"warning: {len(crossing)} group(s) have images in more than one split" in capsys.readouterr().err
+
+
+def test_folder_groups_csv_with_a_duplicate_file_is_refused(tmp_path):
+    csv_path, root, rows = folder_with_groups(tmp_path)
+    write_csv(csv_path, ["lesion_id", "image_id", "dx"], rows + [["HAM_x", rows[3][1] + ".jpg", "nv"]])
+    with pytest.raises(CsvError, match=r"row 42, column 'image_id': duplicate id 'ISIC_00004.jpg' \(first on row 5\)"):
+        load_source(folder_params(root, csv_path))
+
+
 # --- real HAM10000 (../shared/data) ---------------------------------------------------------------
 
 REAL = (ROOT / ".." / "shared" / "data").resolve()
 
 
+REAL_SOURCES = {  # the same images and lesions, as a CSV dataset and as class folders + group map
+    "csv": {"data.csv.path": str(REAL / "ham10000_metadata.csv"), "data.csv.images": str(REAL / "ham10000_jpg"),
+            "data.csv.id": "image_id", "data.csv.label": "dx", "data.csv.group": "lesion_id"},
+    "folder": {"data.folder.path": str(REAL / "ham10000_jpg"), "data.folder.groups": {
+        "path": str(REAL / "ham10000_metadata.csv"), "id": "image_id", "group": "lesion_id"}},
+}
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(not (REAL / "ham10000_metadata.csv").exists(), reason=f"real data not found at {REAL}")
-def test_real_ham10000_csv_split_by_lesion_has_no_leakage(tmp_path, capsys):
+@pytest.mark.parametrize("source", sorted(REAL_SOURCES))
+def test_real_ham10000_split_by_lesion_has_no_leakage(tmp_path, capsys, source):
     p = load_params(ROOT / "params.yaml", {
-        "model": "cnn", "models.cnn.image_size": 28, "data.source": "csv",
-        "data.csv.path": str(REAL / "ham10000_metadata.csv"), "data.csv.images": str(REAL / "ham10000_jpg"),
-        "data.csv.id": "image_id", "data.csv.label": "dx", "data.csv.group": "lesion_id"})
+        "model": "cnn", "models.cnn.image_size": 28, "data.source": source, **REAL_SOURCES[source]})
     prepare(p, tmp_path / "prepared", tmp_path / "data.json")
     metrics = json.loads((tmp_path / "data.json").read_text())
     # independently of the split's bookkeeping: the lesion of every image, from the metadata
@@ -311,5 +370,5 @@ def test_real_ham10000_csv_split_by_lesion_has_no_leakage(tmp_path, capsys):
     assert totals["test"] / sum(totals.values()) == pytest.approx(p.data.split.test, abs=0.01)
     assert all(n > 0 for s in metrics["splits"].values() for n in s["per_class"].values())
     with capsys.disabled():
-        print(f"\nHAM10000 csv by lesion: images {totals}, lesions {metrics['groups']['per_split']}, "
+        print(f"\nHAM10000 {source} by lesion: images {totals}, lesions {metrics['groups']['per_split']}, "
               f"crossing {metrics['groups']['crossing_splits']}")

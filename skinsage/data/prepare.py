@@ -56,6 +56,7 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
         "splits": summary, **({"groups": groups} if groups else {})})
     _warn(conflicts, leakage)
     _warn_missing_classes(data)
+    _warn_crossing(groups)
     used = sum(s["total"] for s in summary.values())
     print(_summary_line(used, raw.skipped, removed, conflicts, leakage, Path(out_dir) / "skipped.csv"))
     totals = ", ".join(f"{name} {s['total']}" for name, s in summary.items())
@@ -87,6 +88,14 @@ def _split_index(raw: RawDataset, params: Params) -> dict[str, np.ndarray]:
         return grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
                                         params.seed, raw.class_names)
     return stratified_split(raw.labels["all"], split.val, split.test, params.seed, raw.class_names)
+
+
+def _warn_crossing(groups: dict | None) -> None:
+    """Only a source's own split can put a group in two splits; ours never does."""
+    if groups and groups["crossing_splits"]:
+        print(f"warning: {groups['crossing_splits']} group(s) have images in more than one split of the "
+              "dataset's own split (leakage: the same lesion or patient in training and evaluation)",
+              file=sys.stderr)
 
 
 def _warn_missing_classes(data: PreparedData) -> None:

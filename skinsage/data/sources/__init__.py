@@ -42,6 +42,10 @@ def load_source(params: Params) -> RawDataset:
         return load_csv_table(params.data.csv, size, workers=params.data.workers)
     if source == "folder":
         from .folder import load_folder
-        return load_folder(params.data.folder.path, size, workers=params.data.workers)
+        raw = load_folder(params.data.folder.path, size, workers=params.data.workers)
+        if params.data.folder.groups is None:
+            return raw
+        from .folder_groups import attach_groups
+        return attach_groups(raw, params.data.folder.groups)
     from .synthetic import make_synthetic
     return make_synthetic(params.data.synthetic, size, seed=params.seed)

@@ -11,7 +11,6 @@ unreadable is skipped and reported (skipped.csv), like any other bad file.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -19,26 +18,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ...errors import SkinSageError
 from ...params import CsvParams
 from ..images import is_image_name
 from . import RawDataset
 from .folder import decode_files, walk_files
+from .table import CsvError, Table, id_key, read_table, require_columns
 
 ONE_HOT_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0}  # ISIC writes 1.0/0.0, others 1/0
-
-
-class CsvError(SkinSageError, ValueError):
-    """The CSV cannot define a dataset: a column, id or label problem, with row and column."""
-
-
-@dataclass
-class Table:
-    """A CSV read as text: stripped header names and rows with their spreadsheet row number
-    (the header is row 1, so the number is what a spreadsheet shows)."""
-    path: Path
-    columns: list[str]
-    rows: list[tuple[int, dict[str, str]]]
 
 
 @dataclass
@@ -78,12 +64,12 @@ def group_of(entry: Entry) -> str:
 def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
     """Every row that is not excluded, checked; and how many rows each excluded label dropped."""
     table = read_table(Path(c.path), "data.csv.path")
-    _require_columns(table, [("data.csv.id", c.id)], {})  # the join needs it in the main CSV
+    require_columns(table, [("data.csv.id", c.id)], {})  # the join needs it in the main CSV
     label_columns = list(c.label) if c.one_hot else [c.label]
     needed = [("data.csv.id", c.id)] + [("data.csv.label", col) for col in label_columns] \
         + ([("data.csv.group", c.group)] if c.group else [])
     extra = _join_metadata(table, c, [col for _, col in needed if col not in table.columns])
-    _require_columns(table, needed, extra)
+    require_columns(table, needed, extra)
     _check_names_against_columns(c)
     entries, excluded, first_row = [], Counter(), {}
     for number, row in table.rows:
@@ -111,38 +97,6 @@ def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
     return entries, excluded
 
 
-def read_table(path: Path, key: str) -> Table:
-    """The whole CSV as text; blank lines are ignored, a row with the wrong field count is an error."""
-    if not path.is_file():
-        raise CsvError(f"{key}: {path} " + ("is a folder, not a CSV file" if path.is_dir() else "does not exist"))
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: Excel's byte order mark
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or not any(name.strip() for name in header):
-            raise CsvError(f"{key}: {path} is empty (no header row)")
-        columns = [name.strip() for name in header]
-        twice = [name for name, n in Counter(columns).items() if n > 1]
-        if twice:
-            raise CsvError(f"{key}: {path} row 1 (header) names column '{twice[0]}' more than once")
-        rows = []
-        for values in reader:
-            if not any(value.strip() for value in values):
-                continue
-            if len(values) != len(columns):
-                raise CsvError(f"{path}: row {reader.line_num} has {len(values)} field(s), the header "
-                               f"has {len(columns)}; check for an unquoted comma")
-            rows.append((reader.line_num, dict(zip(columns, values))))
-    if not rows:
-        raise CsvError(f"{key}: {path} has a header but no rows")
-    return Table(path, columns, rows)
-
-
-def id_key(image_id: str) -> str:
-    """Ids compared without an image extension: 'ISIC_1' and 'ISIC_1.jpg' name one image."""
-    image_id = image_id.strip().replace("\\", "/")
-    return image_id[: -len(PurePosixPath(image_id).suffix)] if is_image_name(Path(image_id)) else image_id
-
-
 def _join_metadata(table: Table, c: CsvParams, missing: list[str]) -> dict[str, dict[str, str]]:
     """id -> the columns the main CSV lacks, from data.csv.metadata (joined on data.csv.id)."""
     if not missing or c.metadata is None:
@@ -167,16 +121,6 @@ def _join_metadata(table: Table, c: CsvParams, missing: list[str]) -> dict[str, 
                        f"{meta.path} (data.csv.metadata), which supplies {', '.join(wanted)}"
                        + (f"; {len(absent) - 1} more id(s) are missing" if len(absent) > 1 else ""))
     return joined
-
-
-def _require_columns(table: Table, needed: list[tuple[str, str]], joined: dict) -> None:
-    """Every (params key, column) must be in the CSV's header or come from the metadata CSV."""
-    available = set(table.columns) | {col for row in joined.values() for col in row}
-    for key, column in needed:
-        if column not in available:
-            raise CsvError(f"{key}: no column '{column}' in {table.path} (row 1, the header); "
-                           f"columns: {', '.join(table.columns)}"
-                           + ("" if joined else "; a second CSV can supply it: data.csv.metadata"))
 
 
 def _check_names_against_columns(c: CsvParams) -> None:
