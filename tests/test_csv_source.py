@@ -206,6 +206,8 @@ def test_params_refuse_a_one_element_label_list_and_a_name_both_renamed_and_excl
     with pytest.raises(ParamsError, match=r"data.csv.classes and data.csv.exclude both name 'UNK'"):
         params(tmp_path / "x.csv", tmp_path, classes={"UNK": "unknown"}, exclude=["UNK"])
     assert params(tmp_path / "x.csv", tmp_path, exclude=[]).data.csv.exclude is None
+    with pytest.raises(ParamsError, match=r"data.folder.groups: missing key 'group'"):
+        load_params(ROOT / "params.yaml", {"data.folder.groups": {"path": "m.csv", "id": "image_id"}})
 
 
 # --- the group-aware split ---------------------------------------------------------------------
@@ -251,11 +253,12 @@ def test_group_split_is_deterministic_for_a_seed_and_changes_with_it():
 
 
 def test_a_class_with_one_group_is_kept_in_train():
-    labels = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
-    groups = np.array(["a", "a", "a", "b", "c", "d", "e", "f", "g", "h"])
-    index = grouped_stratified_split(labels, groups, 0.2, 0.2, 0, ["x", "y"])
-    assert set(groups[index["train"]]) >= {"a"}
-    assert all(set(labels[idx]) == {0, 1} for idx in index.values())  # y has 3 groups: one each
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2])
+    groups = np.array(["a", "a", "a", "b", "c", "d", "e", "f", "g", "h", "i", "i", "i"])
+    for seed in range(5):
+        index = grouped_stratified_split(labels, groups, 0.2, 0.2, seed, ["x", "y", "z"])
+        assert set(groups[index["train"]]) >= {"i"}  # z: one lesion, in train whatever the seed
+        assert all({0, 1} <= set(labels[idx]) for idx in index.values())  # x and y: 3+ groups, in every split
 
 
 # --- prepare end to end ------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Entry:
 
 
 def load_csv_table(c: CsvParams, size: int, workers: int = 0) -> RawDataset:
+    """The CSV's rows as one unsplit dataset (class names sorted), with groups if data.csv.group."""
     entries, excluded = read_entries(c)
     if excluded:
         print("data.csv.exclude: dropped " + ", ".join(f"{n} {name}" for name, n in sorted(excluded.items())))
@@ -45,7 +46,8 @@ def load_csv_table(c: CsvParams, size: int, workers: int = 0) -> RawDataset:
                                              desc=f"decode {Path(c.images).name}")
     used = [found[i] for i in kept]
     class_names = sorted({entry.label for entry in entries})  # a class whose images all fail still counts
-    labels = np.asarray([class_names.index(entry.label) for entry, _ in used], dtype=np.int64)
+    position = {name: i for i, name in enumerate(class_names)}
+    labels = np.asarray([position[entry.label] for entry, _ in used], dtype=np.int64)
     raw = RawDataset(name=f"CSV {Path(c.path).name}", class_names=class_names,
                      images={"all": images}, labels={"all": labels},
                      skipped=sorted(skipped + not_decoded), paths={"all": [str(p) for _, p in used]})
@@ -74,14 +76,7 @@ def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
     entries, excluded, first_row = [], Counter(), {}
     for number, row in table.rows:
         row = {**extra.get(id_key(row[c.id]), {}), **row}
-        image_id = row[c.id].strip()
-        if not image_id:
-            raise CsvError(f"{table.path}: row {number}, column '{c.id}': empty image id")
-        key = id_key(image_id)
-        if key in first_row:
-            raise CsvError(f"{table.path}: row {number}, column '{c.id}': duplicate id '{image_id}' "
-                           f"(first on row {first_row[key]}); each image needs exactly one row")
-        first_row[key] = number
+        _check_id(row[c.id].strip(), number, c.id, first_row, table.path)
         name, column = _one_hot_label(row, c.label, number, table.path) if c.one_hot \
             else (row[c.label].strip(), c.label)
         if not name:
@@ -90,11 +85,22 @@ def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
             excluded[name] += 1
             continue
         group = row[c.group].strip() if c.group else None
-        entries.append(Entry(number, image_id, _rename(name, c, number, column, table.path), group))
+        entries.append(Entry(number, row[c.id].strip(), _rename(name, c, number, column, table.path), group))
     if not entries:
         raise CsvError(f"{table.path}: no rows left to use ({len(table.rows)} row(s), "
                        f"{sum(excluded.values())} excluded by data.csv.exclude)")
     return entries, excluded
+
+
+def _check_id(image_id: str, number: int, column: str, first_row: dict[str, int], path: Path) -> None:
+    """Not empty and not seen before ('x' and 'x.jpg' are the same id); records where it was seen."""
+    if not image_id:
+        raise CsvError(f"{path}: row {number}, column '{column}': empty image id")
+    key = id_key(image_id)
+    if key in first_row:
+        raise CsvError(f"{path}: row {number}, column '{column}': duplicate id '{image_id}' "
+                       f"(first on row {first_row[key]}); each image needs exactly one row")
+    first_row[key] = number
 
 
 def _join_metadata(table: Table, c: CsvParams, missing: list[str]) -> dict[str, dict[str, str]]:
