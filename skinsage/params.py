@@ -12,7 +12,7 @@ import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 
@@ -34,8 +34,33 @@ class MedmnistParams:
 
 
 @dataclass(frozen=True)
+class FolderGroupsParams:
+    path: str    # a CSV with a row per image file
+    id: str      # column with the file name (extension optional)
+    group: str   # column with the lesion or patient id
+
+
+@dataclass(frozen=True)
 class FolderParams:
     path: str
+    groups: Optional[FolderGroupsParams]  # None = no groups
+
+
+@dataclass(frozen=True)
+class CsvParams:
+    """Images in a folder, labels (and lesion or patient ids) in a CSV: how HAM10000 and ISIC ship."""
+    path: str                      # the CSV, one row per image
+    images: str                    # folder searched for the image files (any depth)
+    id: str                        # column with the image id or file name (extension optional)
+    label: Union[str, tuple[str, ...]]  # a column of class names, or a list of one-hot columns
+    group: Optional[str]           # column of lesion/patient ids: no group in two splits; None = none
+    metadata: Optional[str]        # optional second CSV joined on `id` (e.g. ISIC 2019's lesion_id)
+    classes: Optional[dict[str, str]]  # rename/merge map {name in the CSV: class name}; None = as is
+    exclude: Optional[tuple[str, ...]]  # labels (as in the CSV) whose rows are dropped, e.g. [UNK]; None = none
+
+    @property
+    def one_hot(self) -> bool:
+        return isinstance(self.label, tuple)
 
 
 @dataclass(frozen=True)
@@ -52,9 +77,10 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["medmnist", "folder", "synthetic"]
+    source: Literal["medmnist", "folder", "csv", "synthetic"]
     medmnist: MedmnistParams
     folder: FolderParams
+    csv: CsvParams
     synthetic: SyntheticParams
     split: SplitParams
     min_per_class: int
@@ -232,15 +258,33 @@ def _coerce(hint, value, where: str):
         return _build(hint, value, where)
     if origin is Literal:
         return _coerce_choice(args, value, where)
-    if origin is typing.Union:  # Optional[str]: YAML null, or the words none/null
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return _coerce(args[0], value, where)
+    if origin is typing.Union:
+        return _coerce_union(args, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or not value:
             raise ParamsError(f"{where}: expected a non-empty list, got {value!r}")
         return tuple(_coerce(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
+    if origin is dict:  # keys as strings: YAML reads `0: benign` with an int key
+        if not isinstance(value, dict) or not value:
+            raise ParamsError(f"{where}: expected a non-empty mapping (name: value) or null, got {value!r}")
+        return {str(_coerce(args[0], key, where)): _coerce(args[1], item, f"{where}.{key}")
+                for key, item in value.items()}
     return _coerce_scalar(hint, value, where)
+
+
+def _coerce_union(args, value, where: str):
+    """Optional[X] takes YAML null or the words none/null (and, for an optional list, an empty
+    list); Union[str, tuple] takes a list as the tuple and anything else as the string."""
+    if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+                               or (isinstance(value, (list, tuple)) and not value)):
+        return None
+    members = [a for a in args if a is not type(None)]
+    if isinstance(value, (list, tuple)):
+        listed = [a for a in members if typing.get_origin(a) is tuple]
+        if not listed:
+            raise ParamsError(f"{where}: expected a single value, got the list {value!r}")
+        return _coerce(listed[0], value, where)
+    return _coerce(next((a for a in members if typing.get_origin(a) is not tuple), members[0]), value, where)
 
 
 def _coerce_choice(choices, value, where: str):
@@ -297,6 +341,10 @@ def _check_values(p: Params) -> None:
              " their sum must be below 1")
     _require(d.min_per_class >= 1, "data.min_per_class: must be >= 1")
     _require(d.workers >= 0, "data.workers: must be >= 0 (0 = one per CPU core)")
+    _check_csv(d.csv)
+    if d.folder.groups is not None:
+        for key in ("path", "id", "group"):
+            _require(bool(getattr(d.folder.groups, key).strip()), f"data.folder.groups.{key}: must not be empty")
     _require(16 <= p.models.cnn.image_size <= 512, "models.cnn.image_size: must be 16..512")
     _require(32 <= p.models.resnet50.image_size <= 224,
              "models.resnet50.image_size: must be 32..224 (ResNet50 needs at least 32 px)")
@@ -326,6 +374,27 @@ def _check_values(p: Params) -> None:
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")
+
+
+def _check_csv(c: CsvParams) -> None:
+    """Column names are checked against the CSV's header when it is read; their shape here."""
+    for key in ("path", "images", "id"):
+        _require(bool(getattr(c, key).strip()), f"data.csv.{key}: must not be empty")
+    _require(c.group is None or bool(c.group.strip()), "data.csv.group: a column name, or null for none")
+    if c.one_hot:
+        _require(len(c.label) >= 2, "data.csv.label: a list names one-hot columns and needs at least 2; "
+                 f"for a single column of class names write it without brackets (label: {c.label[0] if c.label else 'dx'})")
+        _require(len(set(c.label)) == len(c.label), f"data.csv.label: a column is listed twice in {list(c.label)}")
+    else:
+        _require(bool(c.label.strip()), "data.csv.label: a column name, or a list of one-hot columns")
+    exclude = c.exclude or ()
+    _require(len(set(exclude)) == len(exclude), f"data.csv.exclude: a name is listed twice in {list(exclude)}")
+    if c.classes is not None:
+        empty = [key for key, name in c.classes.items() if not name.strip()]
+        _require(not empty, f"data.csv.classes: '{empty[0] if empty else ''}' maps to an empty class name")
+        both = sorted(set(c.classes) & set(exclude))
+        _require(not both, f"data.csv.classes and data.csv.exclude both name '{both[0] if both else ''}'; "
+                 "keep it in one of them")
 
 
 def _check_fine_tune(f: FineTuneParams) -> None:

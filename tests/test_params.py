@@ -71,13 +71,20 @@ def _assert_typed(key, value, hint):
     if origin is typing.Literal:
         assert value in args, key
         assert type(value) is type(next(a for a in args if a == value)), key
-    elif origin in (typing.Union, types.UnionType):  # Optional[str] or Optional[float]
-        inner = next(a for a in args if a is not type(None))
-        assert value is None or type(value) is inner, key
-    elif origin is tuple:  # tuple[int, ...]: lists in YAML become tuples (params stay frozen)
-        assert isinstance(value, tuple) and value and all(type(v) is args[0] for v in value), key
+    elif origin in (typing.Union, types.UnionType):  # Optional[str], or str | tuple[str, ...]
+        assert value is None and type(None) in args or any(
+            _is_typed(value, a) for a in args if a is not type(None)), key
     else:
-        assert type(value) is hint, (key, type(value), hint)  # bool is not an int here, int not a float
+        assert _is_typed(value, hint), (key, type(value), hint)  # bool is not an int here, int not a float
+
+
+def _is_typed(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:  # tuple[int, ...]: lists in YAML become tuples (params stay frozen)
+        return isinstance(value, tuple) and bool(value) and all(type(v) is args[0] for v in value)
+    if origin is dict:  # data.csv.classes: keys and values as strings
+        return isinstance(value, dict) and all(type(k) is args[0] and type(v) is args[1] for k, v in value.items())
+    return type(value) is hint
 
 
 def test_repository_params_load_with_every_value_typed_and_as_written():
@@ -138,7 +145,7 @@ def test_unknown_model_in_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, choices", [
-    ("data.source", "folders", r"medmnist, folder, synthetic \(did you mean 'folder'\?\)"),
+    ("data.source", "folders", r"medmnist, folder, csv, synthetic \(did you mean 'folder'\?\)"),
     ("train.early_stopping.monitor", "accuracy", "val_loss, val_accuracy"),
     ("data.medmnist.size", 32, "auto, 28, 64, 128, 224"),
 ])

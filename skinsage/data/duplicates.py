@@ -42,8 +42,9 @@ def remove_same_class_copies(raw: RawDataset) -> tuple[RawDataset, list[tuple[st
         return raw, []
     keep = np.asarray(keep, dtype=np.int64)
     paths = {"all": [names[i] for i in keep]} if raw.paths.get("all") else {}
+    groups = {"all": raw.groups["all"][keep]} if "all" in raw.groups else {}
     return dataclasses.replace(raw, images={"all": images[keep]}, labels={"all": labels[keep]},
-                               paths=paths), removed
+                               paths=paths, groups=groups), removed
 
 
 def find_label_conflicts(raw: RawDataset) -> list[list[tuple[str, str]]]:

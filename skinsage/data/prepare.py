@@ -3,8 +3,10 @@
 Policy for messy data: unreadable files are skipped and listed in <out>/skipped.csv with the
 reason; identical copies within a class are dropped before splitting (listed too); identical images
 under different classes are kept and warned about (label conflict); images shared between splits
-are counted (leakage, in metrics/data.json). `prepare` fails only when a class ends up with fewer
-usable images than `data.min_per_class` (or than the 3 a stratified split needs).
+are counted (leakage, in metrics/data.json). A source with groups (lesion or patient ids) is split
+by group, and metrics/data.json counts groups per split and groups crossing splits (must be 0).
+`prepare` fails only when a class ends up with fewer usable images than `data.min_per_class` (or
+than the 3 a stratified split needs).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..params import Params
 from ..prepared import SPLITS, PreparedData, Split, count_summary, save_prepared
 from .duplicates import count_leakage, find_label_conflicts, remove_same_class_copies
 from .sources import RawDataset, load_source
-from .splits import stratified_split
+from .splits import group_summary, grouped_stratified_split, stratified_split
 
 SHOW_AT_MOST = 10  # files or conflict groups listed on the console; the CSV has them all
 
@@ -40,7 +42,7 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
     skipped = raw.skipped + removed
     conflicts = find_label_conflicts(raw)
     _check_class_sizes(raw, params, skipped)
-    data = split_dataset(raw, params)
+    data, groups = split_dataset(raw, params)
     leakage = count_leakage(data)
     with atomic_dir(out_dir) as staging:  # the folder appears whole, or the old one stays
         save_prepared(staging, data, extra_info={"source": params.data.source})
@@ -51,25 +53,59 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
         "skipped_files": len(raw.skipped),
         "duplicates": {"removed_same_class": len(removed), "label_conflicts": len(conflicts),
                        "leakage": leakage},
-        "splits": summary})
+        "splits": summary, **({"groups": groups} if groups else {})})
     _warn(conflicts, leakage)
+    _warn_missing_classes(data)
+    _warn_crossing(groups)
     used = sum(s["total"] for s in summary.values())
     print(_summary_line(used, raw.skipped, removed, conflicts, leakage, Path(out_dir) / "skipped.csv"))
     totals = ", ".join(f"{name} {s['total']}" for name, s in summary.items())
     print(f"prepared {raw.name}: {len(data.class_names)} classes at {data.image_size} px; {totals}")
+    if groups:
+        per_split = ", ".join(f"{name} {n}" for name, n in groups["per_split"].items())
+        print(f"groups: {per_split}; {groups['crossing_splits']} in more than one split")
     return data
 
 
-def split_dataset(raw: RawDataset, params: Params) -> PreparedData:
+def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict | None]:
+    """The splits, and the group counts (None when the source has no groups)."""
     if raw.has_official_split:
         splits = {s: Split(raw.images[s], raw.labels[s]) for s in SPLITS}
+        groups = {s: raw.groups[s] for s in SPLITS} if raw.groups else None
     else:
         images, labels = raw.images["all"], raw.labels["all"]
-        index = stratified_split(labels, params.data.split.val, params.data.split.test,
-                                 params.seed, raw.class_names)
+        index = _split_index(raw, params)
         splits = {s: Split(images[idx], labels[idx]) for s, idx in index.items()}
-    return PreparedData(class_names=raw.class_names, dataset=raw.name,
-                        image_size=params.image_size, splits=splits)
+        groups = {s: raw.groups["all"][idx] for s, idx in index.items()} if raw.groups else None
+    data = PreparedData(class_names=raw.class_names, dataset=raw.name, image_size=params.image_size,
+                        splits=splits)
+    return data, (group_summary(groups) if groups else None)
+
+
+def _split_index(raw: RawDataset, params: Params) -> dict[str, np.ndarray]:
+    split = params.data.split
+    if raw.groups:
+        return grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
+                                        params.seed, raw.class_names)
+    return stratified_split(raw.labels["all"], split.val, split.test, params.seed, raw.class_names)
+
+
+def _warn_crossing(groups: dict | None) -> None:
+    """Only a source's own split can put a group in two splits; ours never does."""
+    if groups and groups["crossing_splits"]:
+        print(f"warning: {groups['crossing_splits']} group(s) have images in more than one split of the "
+              "dataset's own split (leakage: the same lesion or patient in training and evaluation)",
+              file=sys.stderr)
+
+
+def _warn_missing_classes(data: PreparedData) -> None:
+    """A grouped split cannot put a class with one or two groups in every split: say so."""
+    for name, split in data.splits.items():
+        absent = [c for c, n in zip(data.class_names, np.bincount(split.labels, minlength=len(data.class_names)))
+                  if n == 0]
+        if absent:
+            print(f"warning: {name} has no image of class(es) {', '.join(absent)} (too few groups or "
+                  f"images); its per-class metrics will be missing", file=sys.stderr)
 
 
 def _check_class_sizes(raw: RawDataset, params: Params, skipped: list[tuple[str, str]]) -> None:

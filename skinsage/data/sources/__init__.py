@@ -1,4 +1,5 @@
-"""Where images come from: the MedMNIST download, a class-per-folder dataset, or generated shapes.
+"""Where images come from: the MedMNIST download, a class-per-folder dataset, a folder of images
+with a CSV of labels, or generated shapes.
 
 Every source returns a `RawDataset`; `prepare` turns it into model-ready splits.
 """
@@ -20,6 +21,9 @@ class RawDataset:
     labels: dict[str, np.ndarray]   # split -> (N,) int64
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     paths: dict[str, list[str]] = field(default_factory=dict)       # split -> source file per image
+    # split -> (N,) group id per image (lesion, patient): the split keeps each group in one split.
+    # Empty when the source has no groups.
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def has_official_split(self) -> bool:
@@ -33,8 +37,15 @@ def load_source(params: Params) -> RawDataset:
     if source == "medmnist":
         from .medmnist import load_medmnist
         return load_medmnist(params.data.medmnist, size)
+    if source == "csv":
+        from .csv_table import load_csv_table
+        return load_csv_table(params.data.csv, size, workers=params.data.workers)
     if source == "folder":
         from .folder import load_folder
-        return load_folder(params.data.folder.path, size, workers=params.data.workers)
+        raw = load_folder(params.data.folder.path, size, workers=params.data.workers)
+        if params.data.folder.groups is None:
+            return raw
+        from .folder_groups import attach_groups
+        return attach_groups(raw, params.data.folder.groups)
     from .synthetic import make_synthetic
     return make_synthetic(params.data.synthetic, size, seed=params.seed)

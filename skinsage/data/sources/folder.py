@@ -77,22 +77,31 @@ def _decode_classes(root: Path, class_dirs: list[Path], class_labels, size: int,
     """Every image under the class folders: (images, labels, paths, skipped with reasons)."""
     files, skipped = [], []
     for label, class_dir in zip(class_labels, class_dirs):
-        found, not_read = _walk_files(class_dir, Path(os.path.realpath(root)))
+        found, not_read = walk_files(class_dir, Path(os.path.realpath(root)))
         files += [(path, label) for path in found]
         skipped += not_read
-    images, labels, paths = [], [], []
+    images, kept, not_decoded = decode_files([path for path, _ in files], size, workers,
+                                             desc or f"decode {root.name}")
+    labels = [files[i][1] for i in kept]
+    paths = [str(files[i][0]) for i in kept]
+    return images, np.asarray(labels, dtype=np.int64), paths, skipped + not_decoded
+
+
+def decode_files(paths: list[Path], size: int, workers: int, desc: str):
+    """Decode files in parallel: (images (N, size, size, 3) uint8, indices of the decoded paths,
+    [(path, reason)] for the others). One bad file never stops the rest."""
+    images, kept, skipped = [], [], []
     with _pool(workers) as pool:
-        results = pool.map(partial(_decode, size=size), [path for path, _ in files], chunksize=32)
-        for (path, label), (array, error) in tqdm(zip(files, results), total=len(files),
-                                                  desc=desc or f"decode {root.name}", unit="img"):
+        results = pool.map(partial(_decode, size=size), paths, chunksize=32)
+        for i, (path, (array, error)) in enumerate(tqdm(zip(paths, results), total=len(paths),
+                                                        desc=desc, unit="img")):
             if error:
                 skipped.append((str(path), error))
             else:
                 images.append(array)
-                labels.append(label)
-                paths.append(str(path))
+                kept.append(i)
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return stacked, np.asarray(labels, dtype=np.int64), paths, skipped
+    return stacked, kept, skipped
 
 
 def list_class_dirs(root: Path, min_classes: int = 2) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -117,7 +126,7 @@ def list_class_dirs(root: Path, min_classes: int = 2) -> tuple[list[Path], list[
     return class_dirs, skipped
 
 
-def _walk_files(class_dir: Path, root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+def walk_files(class_dir: Path, root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """Regular files under class_dir (any depth), sorted, and what was skipped with the reason.
 
     Symlinked files are read only when they resolve inside `root`; symlinked folders are never

@@ -1,0 +1,67 @@
+"""Reading a CSV that describes images: text only, header checked, rows numbered as a spreadsheet
+shows them (the header is row 1), so every error can name the row and the column."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ...errors import SkinSageError
+from ..images import is_image_name
+
+
+class CsvError(SkinSageError, ValueError):
+    """The CSV cannot define a dataset: a column, id or label problem, with row and column."""
+
+
+@dataclass
+class Table:
+    """A CSV read as text: stripped header names and rows with their spreadsheet row number
+    (the header is row 1, so the number is what a spreadsheet shows)."""
+    path: Path
+    columns: list[str]
+    rows: list[tuple[int, dict[str, str]]]
+
+
+def read_table(path: Path, key: str) -> Table:
+    """The whole CSV as text; blank lines are ignored, a row with the wrong field count is an error."""
+    if not path.is_file():
+        raise CsvError(f"{key}: {path} " + ("is a folder, not a CSV file" if path.is_dir() else "does not exist"))
+    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: Excel's byte order mark
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or not any(name.strip() for name in header):
+            raise CsvError(f"{key}: {path} is empty (no header row)")
+        columns = [name.strip() for name in header]
+        twice = [name for name, n in Counter(columns).items() if n > 1]
+        if twice:
+            raise CsvError(f"{key}: {path} row 1 (header) names column '{twice[0]}' more than once")
+        rows = []
+        for values in reader:
+            if not any(value.strip() for value in values):
+                continue
+            if len(values) != len(columns):
+                raise CsvError(f"{path}: row {reader.line_num} has {len(values)} field(s), the header "
+                               f"has {len(columns)}; check for an unquoted comma")
+            rows.append((reader.line_num, dict(zip(columns, values))))
+    if not rows:
+        raise CsvError(f"{key}: {path} has a header but no rows")
+    return Table(path, columns, rows)
+
+
+def id_key(image_id: str) -> str:
+    """Ids compared without an image extension: 'ISIC_1' and 'ISIC_1.jpg' name one image."""
+    image_id = image_id.strip().replace("\\", "/")
+    return image_id[: -len(PurePosixPath(image_id).suffix)] if is_image_name(Path(image_id)) else image_id
+
+
+def require_columns(table: Table, needed: list[tuple[str, str]], joined: dict) -> None:
+    """Every (params key, column) must be in the CSV's header or come from the metadata CSV."""
+    available = set(table.columns) | {col for row in joined.values() for col in row}
+    for key, column in needed:
+        if column not in available:
+            raise CsvError(f"{key}: no column '{column}' in {table.path} (row 1, the header); "
+                           f"columns: {', '.join(table.columns)}"
+                           + ("" if joined else "; a second CSV can supply it: data.csv.metadata"))
