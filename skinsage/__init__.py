@@ -10,7 +10,8 @@ One sub-package per DVC stage (each stage's `deps` in dvc.yaml is its folder), p
     app/       the `skinsage` command and the `Classifier` API
 
 and what every stage shares: params.py (params.yaml, validated), prepared.py (the data/prepared
-format), fileio.py (atomic writes), errors.py (errors reported as messages).
+format), fileio.py (atomic writes), errors.py (errors reported as messages), log.py (messages and
+progress bars).
 """
 
 import os

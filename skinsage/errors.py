@@ -10,7 +10,11 @@ class SkinSageError(Exception):
 
 
 def run_reporting_errors(main, *args) -> None:
-    """Run a stage or command; a SkinSageError becomes `error: …` on stderr and exit status 1."""
+    """Run a stage: messages configured (`SKINSAGE_QUIET=1` for warnings only), and a
+    SkinSageError becomes `error: …` on stderr and exit status 1."""
+    from .log import configure
+
+    configure()
     try:
         main(*args)
     except SkinSageError as err:

@@ -18,3 +18,10 @@ def model_path(tmp_path_factory) -> Path:
 def clf(model_path):
     from skinsage.app.classifier import Classifier
     return Classifier.load(model_path)
+
+
+@pytest.fixture(autouse=True)
+def skinsage_messages():
+    """Tests see SkinSage's messages as a stage or the CLI shows them (logging configured)."""
+    from skinsage.log import configure
+    configure(0)

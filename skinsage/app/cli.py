@@ -16,11 +16,13 @@ from .. import __version__
 from ..errors import SkinSageError
 
 DEFAULT_MODEL = "models/model.keras"
-PROGRESS_AFTER = 8  # images; fewer need no progress bar
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..log import configure
+
     args = build_parser().parse_args(argv)
+    configure(args.verbose - args.quiet)
     try:
         return args.run(args)
     except SkinSageError as err:
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Use a trained SkinSage model. Class names and input size come from the model file. "
         "Not for clinical decisions."))
     parser.add_argument("--version", action="version", version=f"skinsage {__version__}")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="warnings and errors only, no progress bars")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser("predict", help="classify images or folders of images",
@@ -83,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_predict(args) -> int:
-    from tqdm import tqdm
-
+    from ..log import progress
     from .classifier import Classifier, PredictError, collect_images
     from .console import predictions_csv, predictions_json, predictions_table
 
@@ -94,8 +98,7 @@ def run_predict(args) -> int:
         raise PredictError("no image files to predict")
     clf = Classifier.load(args.model, tta=args.tta)  # once per command
     outcomes = []
-    with tqdm(total=len(found.files), unit="img", desc="predict", file=sys.stderr,
-              disable=True if len(found.files) <= PROGRESS_AFTER else None) as bar:
+    with progress(total=len(found.files), desc="predict") as bar:
         for outcome in clf.predict_files(found.files, args.top_k, args.batch_size):
             outcomes.append(outcome)
             bar.update()

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import SkinSageError
+from ..log import progress
 
 # LANCZOS is what MedMNIST used to make its files: the demo, DermaMNIST and user photos match.
 RESIZE_FILTER = Image.Resampling.LANCZOS
@@ -83,7 +84,7 @@ def resize_array(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1:3] == (size, size) and images.ndim == 4 and images.shape[-1] == 3:
         return images
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, array in enumerate(images):
+    for i, array in enumerate(progress(images, desc=f"resize to {size} px")):
         out[i] = to_model_input(Image.fromarray(np.squeeze(array)), size)
     return out
 

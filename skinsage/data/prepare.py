@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from ..prepared import SPLITS, PreparedData, Split, count_summary, save_prepared
 from .duplicates import count_leakage, find_label_conflicts, remove_same_class_copies
 from .sources import RawDataset, load_source
 from .splits import group_summary, grouped_stratified_split, stratified_split
+
+log = logging.getLogger(__name__)
 
 SHOW_AT_MOST = 10  # files or conflict groups listed on the console; the CSV has them all
 
@@ -58,12 +60,12 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
     _warn_missing_classes(data)
     _warn_crossing(groups)
     used = sum(s["total"] for s in summary.values())
-    print(_summary_line(used, raw.skipped, removed, conflicts, leakage, Path(out_dir) / "skipped.csv"))
+    log.info(_summary_line(used, raw.skipped, removed, conflicts, leakage, Path(out_dir) / "skipped.csv"))
     totals = ", ".join(f"{name} {s['total']}" for name, s in summary.items())
-    print(f"prepared {raw.name}: {len(data.class_names)} classes at {data.image_size} px; {totals}")
+    log.info(f"prepared {raw.name}: {len(data.class_names)} classes at {data.image_size} px; {totals}")
     if groups:
         per_split = ", ".join(f"{name} {n}" for name, n in groups["per_split"].items())
-        print(f"groups: {per_split}; {groups['crossing_splits']} in more than one split")
+        log.info(f"groups: {per_split}; {groups['crossing_splits']} in more than one split")
     return data
 
 
@@ -93,9 +95,8 @@ def _split_index(raw: RawDataset, params: Params) -> dict[str, np.ndarray]:
 def _warn_crossing(groups: dict | None) -> None:
     """Only a source's own split can put a group in two splits; ours never does."""
     if groups and groups["crossing_splits"]:
-        print(f"warning: {groups['crossing_splits']} group(s) have images in more than one split of the "
-              "dataset's own split (leakage: the same lesion or patient in training and evaluation)",
-              file=sys.stderr)
+        log.warning(f"{groups['crossing_splits']} group(s) have images in more than one split of the "
+                    "dataset's own split (leakage: the same lesion or patient in training and evaluation)")
 
 
 def _warn_missing_classes(data: PreparedData) -> None:
@@ -104,8 +105,8 @@ def _warn_missing_classes(data: PreparedData) -> None:
         absent = [c for c, n in zip(data.class_names, np.bincount(split.labels, minlength=len(data.class_names)))
                   if n == 0]
         if absent:
-            print(f"warning: {name} has no image of class(es) {', '.join(absent)} (too few groups or "
-                  f"images); its per-class metrics will be missing", file=sys.stderr)
+            log.warning(f"{name} has no image of class(es) {', '.join(absent)} (too few groups or "
+                        f"images); its per-class metrics will be missing")
 
 
 def _check_class_sizes(raw: RawDataset, params: Params, skipped: list[tuple[str, str]]) -> None:
@@ -124,7 +125,7 @@ def _check_class_sizes(raw: RawDataset, params: Params, skipped: list[tuple[str,
             shown += in_class
     if problems:
         for path, reason in shown[:SHOW_AT_MOST]:
-            print(f"  skipped {path}: {reason}", file=sys.stderr)
+            log.warning(f"  skipped {path}: {reason}")
         raise PrepareError(f"too few images: {'; '.join(problems)} ({rule}). {advice}")
 
 
@@ -150,14 +151,14 @@ def _reason_counts(skipped: list[tuple[str, str]]) -> str:
 
 def _warn(conflicts: list, leakage: dict[str, int]) -> None:
     if conflicts:
-        print(f"warning: label conflict: {len(conflicts)} image(s) appear identically under more "
-              "than one class; they are kept as filed, fix or remove the wrong copies:", file=sys.stderr)
+        log.warning(f"label conflict: {len(conflicts)} image(s) appear identically under more "
+                    "than one class; they are kept as filed, fix or remove the wrong copies:")
         for group in conflicts[:SHOW_AT_MOST]:
-            print("  " + " = ".join(f"{name} [{label}]" for name, label in group), file=sys.stderr)
+            log.warning("  " + " = ".join(f"{name} [{label}]" for name, label in group))
     leaked = {k: n for k, n in leakage.items() if n}
     if leaked:
         detail = ", ".join(f"{n} {k.replace('_in_', ' image(s) also in ')}" for k, n in leaked.items())
-        print(f"warning: identical images across splits (leakage): {detail}", file=sys.stderr)
+        log.warning(f"identical images across splits (leakage): {detail}")
 
 
 def _summary_line(used: int, unreadable: list, removed: list, conflicts: list,

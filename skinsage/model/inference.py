@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..log import progress
+
 TTA_CHOICES = ("none", "flips")
 
 
@@ -26,8 +28,12 @@ def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
 
 def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
     """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips)."""
-    return np.stack([_forward(model, np.ascontiguousarray(v), batch_size)
-                     for v in flip_variants(images, tta)])
+    variants = flip_variants(images, tta)
+    # a bar for whole splits (evaluate, the tau sweep); callers predicting a batch at a time
+    # (`skinsage predict`) draw their own
+    with progress(total=len(images) * len(variants), desc=f"predict ({tta} TTA)",
+                  enabled=len(images) >= 512) as bar:
+        return np.stack([_forward(model, np.ascontiguousarray(v), batch_size, bar) for v in variants])
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
@@ -39,8 +45,11 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str =
     return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
-def _forward(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+def _forward(model, images: np.ndarray, batch_size: int, bar) -> np.ndarray:
     # predict_on_batch, not model.predict: the same graph without ~90 ms of set-up per call, which
     # matters for one photo at a time (predict, the web app); identical numbers for a whole split.
-    return np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch_size]), dtype=np.float64)
-                           for i in range(0, len(images), batch_size)])
+    batches = []
+    for start in range(0, len(images), batch_size):
+        batches.append(np.asarray(model.predict_on_batch(images[start:start + batch_size]), dtype=np.float64))
+        bar.update(len(batches[-1]))
+    return np.concatenate(batches)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..params import EarlyStoppingParams, TrainParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,8 +40,8 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     steps = epochs * batches
     momentum = adapt_batch_norm_momentum(model, batches * max(1, min(early_stopping.start_from_epoch, epochs)))
     if momentum is not None and momentum < DEFAULT_BN_MOMENTUM:
-        print(f"BatchNorm momentum {momentum:.3f} (Keras' 0.99 would still carry its initial statistics "
-              f"when early stopping starts: {batches} batches per epoch)", flush=True)
+        log.info(f"BatchNorm momentum {momentum:.3f} (Keras' 0.99 would still carry its initial statistics "
+                 f"when early stopping starts: {batches} batches per epoch)")
     loss_fn = "sparse_categorical_crossentropy"
     if loss != "cross_entropy" or label_smoothing > 0 or mixup > 0:
         from .augment import mixup_dataset, one_hot_dataset

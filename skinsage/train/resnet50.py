@@ -4,6 +4,7 @@ random comes before the backbone), then optional fine-tuning of the backbone's t
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import time
 
@@ -15,6 +16,8 @@ from ..prepared import PreparedData
 from .augment import augment_summary
 from .inputs import arrays_dataset, image_datasets
 from .phase import PhaseResult, fit_phase, is_better, monitored_best, training_args
+
+log = logging.getLogger(__name__)
 
 _BLOCK = re.compile(r"^(conv\d_block\d+)_")
 
@@ -106,14 +109,14 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
         return [head]
     best_head_weights = model.get_weights() if es.restore_best_weights else None
     set_trainable_backbone(model, to_unfreeze)
-    print(f"fine-tuning {len(to_unfreeze)} backbone layers from '{to_unfreeze[0].name}' up "
-          f"(BatchNorm frozen), learning rate {tune.learning_rate:g}", flush=True)
+    log.info(f"fine-tuning {len(to_unfreeze)} backbone layers from '{to_unfreeze[0].name}' up "
+             f"(BatchNorm frozen), learning rate {tune.learning_rate:g}")
     train, val = image_datasets(params, data)
     fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, **{
         **training_args(params.train, params.seed, live), "epochs": tune.epochs,
         "learning_rate": tune.learning_rate})
     if best_head_weights is not None and not _improved(fine, head, es):
-        print(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights", flush=True)
+        log.info(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights")
         model.set_weights(best_head_weights)
     return [head, fine]
 
@@ -123,8 +126,8 @@ def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | 
     t = params.train
     fit_args = dict(class_weight=class_weight, **training_args(t, params.seed, live))
     if params.model_params.augment.enabled:
-        print(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
-              "every epoch runs the frozen backbone on new random variants", flush=True)
+        log.info(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
+                 "every epoch runs the frozen backbone on new random variants")
         train, val = image_datasets(params, data)
         result = fit_phase("head", model, train, val, **fit_args)
         result.notes = {"feature_caching": False}
@@ -132,8 +135,8 @@ def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | 
     start = time.perf_counter()
     features = compute_features(model, {name: data.splits[name] for name in ("train", "val")}, t.batch_size)
     seconds = time.perf_counter() - start
-    print(f"feature caching: backbone features of {sum(len(f) for f in features.values())} images "
-          f"computed once in {seconds:.1f} s; the head trains on them", flush=True)
+    log.info(f"feature caching: backbone features of {sum(len(f) for f in features.values())} images "
+             f"computed once in {seconds:.1f} s; the head trains on them")
     labels = {name: data.splits[name].labels for name in ("train", "val")}
     train = arrays_dataset(features["train"], labels["train"], t.batch_size, shuffle=True, seed=params.seed)
     val = arrays_dataset(features["val"], labels["val"], t.batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 from dataclasses import asdict
@@ -18,6 +19,8 @@ from .augment import augment_summary
 from .history import METRIC_COLUMNS
 from .inputs import image_datasets
 from .phase import PhaseResult, best_index, class_weights, fit_phase, monitored_best, training_args
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -47,8 +50,8 @@ def train_model(params: Params, data: PreparedData, live=None):
     model = build_model(params.model, len(data.class_names), params.model_params)
     weights = class_weights(data.splits["train"].labels, t.class_weight)
     if weights:
-        print(f"class weights ({t.class_weight}): " + ", ".join(
-            f"{data.class_names[c]} {w:.3f}" for c, w in weights.items()), flush=True)
+        log.info(f"class weights ({t.class_weight}): " + ", ".join(
+               f"{data.class_names[c]} {w:.3f}" for c, w in weights.items()))
     if params.model == "resnet50":
         from .resnet50 import train_resnet50
 
@@ -79,9 +82,9 @@ def _adjust_logits(model, params: Params, data: PreparedData):
         tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
         before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
         limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"
-        print(f"logit adjustment: tau {tau:g} maximises validation {a.objective}{limit} "
-              f"(accuracy {before['accuracy']:.3f} -> {chosen['accuracy']:.3f}, balanced accuracy "
-              f"{before['balanced_accuracy']:.3f} -> {chosen['balanced_accuracy']:.3f})", flush=True)
+        log.info(f"logit adjustment: tau {tau:g} maximises validation {a.objective}{limit} "
+                 f"(accuracy {before['accuracy']:.3f} -> {chosen['accuracy']:.3f}, balanced accuracy "
+                 f"{before['balanced_accuracy']:.3f} -> {chosen['balanced_accuracy']:.3f})")
         record = {"val_accuracy_adjusted": round(chosen["accuracy"], 4),
                   "val_balanced_accuracy_adjusted": round(chosen["balanced_accuracy"], 4)}
     return with_adjustment(model, prior, tau), {"logit_adjustment_tau": tau, **record}
@@ -90,7 +93,7 @@ def _adjust_logits(model, params: Params, data: PreparedData):
 def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None, live=None) -> PhaseResult:
     t = params.train
     if params.model_params.augment.enabled:
-        print(f"augmentation on: {augment_summary(params.model_params.augment)}", flush=True)
+        log.info(f"augmentation on: {augment_summary(params.model_params.augment)}")
     train, val = image_datasets(params, data)
     return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed, live))
 

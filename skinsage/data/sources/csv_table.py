@@ -11,6 +11,7 @@ unreadable is skipped and reported (skipped.csv), like any other bad file.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from ..images import is_image_name
 from . import RawDataset
 from .folder import decode_files, walk_files
 from .table import CsvError, Table, id_key, read_table, require_columns
+
+log = logging.getLogger(__name__)
 
 ONE_HOT_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0}  # ISIC writes 1.0/0.0, others 1/0
 
@@ -40,7 +43,7 @@ def load_csv_table(c: CsvParams, size: int, workers: int = 0) -> RawDataset:
     """The CSV's rows as one unsplit dataset (class names sorted), with groups if data.csv.group."""
     entries, excluded = read_entries(c)
     if excluded:
-        print("data.csv.exclude: dropped " + ", ".join(f"{n} {name}" for name, n in sorted(excluded.items())))
+        log.info("data.csv.exclude: dropped " + ", ".join(f"{n} {name}" for name, n in sorted(excluded.items())))
     found, skipped = locate_images(entries, Path(c.images), Path(c.path).name)
     images, kept, not_decoded = decode_files([path for _, path in found], size, workers,
                                              desc=f"decode {Path(c.images).name}")

@@ -14,9 +14,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ...errors import SkinSageError
+from ...log import progress
 from ..images import ImageError, is_image_name, is_os_clutter, load_image
 from . import RawDataset
 
@@ -93,8 +93,8 @@ def decode_files(paths: list[Path], size: int, workers: int, desc: str):
     images, kept, skipped = [], [], []
     with _pool(workers) as pool:
         results = pool.map(partial(_decode, size=size), paths, chunksize=32)
-        for i, (path, (array, error)) in enumerate(tqdm(zip(paths, results), total=len(paths),
-                                                        desc=desc, unit="img")):
+        for i, (path, (array, error)) in enumerate(progress(zip(paths, results), total=len(paths),
+                                                            desc=desc)):
             if error:
                 skipped.append((str(path), error))
             else:

@@ -6,6 +6,7 @@ as given and its groups crossing splits are counted (leakage)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from ...params import FolderGroupsParams
 from . import RawDataset
 from .table import CsvError, id_key, read_table, require_columns
+
+log = logging.getLogger(__name__)
 
 
 def attach_groups(raw: RawDataset, g: FolderGroupsParams) -> RawDataset:
@@ -27,7 +30,7 @@ def attach_groups(raw: RawDataset, g: FolderGroupsParams) -> RawDataset:
             values.append(group or f"(no group) {path}")
         groups[split] = np.asarray(values, dtype=str)
     if unlisted:
-        print(f"data.folder.groups: {unlisted} image(s) have no group in {g.path}; each is a group of its own")
+        log.info(f"data.folder.groups: {unlisted} image(s) have no group in {g.path}; each is a group of its own")
     return dataclasses.replace(raw, groups=groups)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
-import sys
+import logging
 import urllib.error
 import urllib.request
 import zipfile
@@ -13,14 +13,16 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ...errors import SkinSageError
 from ...fileio import atomic_path, md5sum
+from ...log import progress
 from ...params import MEDMNIST_SIZES, MedmnistParams
 from ...prepared import SPLITS
 from ..images import resize_array
 from . import RawDataset
+
+log = logging.getLogger(__name__)
 DEMO_COMMAND = "make demo   (or: dvc exp run -S data.source=synthetic -S model=cnn)"
 
 
@@ -104,7 +106,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
         if actual == md5:
             return dest
         stale = f"{dest} has MD5 {actual}, expected {md5} (corrupt, truncated or another version)"
-        print(f"{stale}: downloading it again", file=sys.stderr)
+        log.warning(f"{stale}: downloading it again")
     try:
         with atomic_path(dest) as partial:
             with open(partial, "wb") as out:
@@ -131,7 +133,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
 def _download(url: str, out, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}") as bar:
+        with progress(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}") as bar:
             while block := response.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
