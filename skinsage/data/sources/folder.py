@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ...errors import SkinSageError
+from ...errors import SkinSageError, debug_mode, unexpected_reason
 from ..images import ImageError, is_image_name, is_os_clutter, load_image
 from . import RawDataset
 
@@ -168,7 +168,9 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
             reason = f"not an image ({path.suffix or 'no'} file extension)"
         return None, reason
     except Exception as err:  # noqa: BLE001  one odd file must not stop a dataset of thousands
-        return None, f"could not decode ({type(err).__name__}: {err})"
+        if debug_mode():
+            raise
+        return None, unexpected_reason(err)
 
 
 class _Serial:
