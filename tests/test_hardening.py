@@ -199,7 +199,7 @@ def test_full_disk_while_saving_the_model_keeps_the_old_one(tmp_path, monkeypatc
         run_reporting_errors(save_model, clf.model, path, clf.metadata)
     err = capsys.readouterr().err
     assert exited.value.code == 1
-    assert err == f"error: {path}: cannot write it (No space left on device); the old file is unchanged\n"
+    assert err == f"error: {path}: cannot write it (No space left on device); the previous version was kept\n"
     assert path.read_bytes() == before and os.listdir(path.parent) == ["model.keras"]
 
 

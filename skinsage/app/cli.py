@@ -122,6 +122,7 @@ def run_evaluate(args) -> int:
     from .console import metrics_text, model_line
     from .evaluation_data import load_labelled
 
+    _check_out(args.out)  # before loading anything: a bad --out must not cost the whole run
     clf = Classifier.load(args.model, tta=args.tta)
     recorded = (clf.metadata.get("params") or {}).get("evaluate") or {}
     bootstrap = args.bootstrap if args.bootstrap is not None else recorded.get("bootstrap", 0)
@@ -153,6 +154,18 @@ def run_info(args) -> int:
     info = model_info(args.model, metadata)
     print(json.dumps(info, indent=2) if args.format == "json" else info_text(info))
     return 0
+
+
+class OutputError(SkinSageError):
+    """An output file given on the command line cannot be written."""
+
+
+def _check_out(out: str | None) -> None:
+    from ..fileio import writable_problem
+
+    problem = out and writable_problem(out)
+    if problem:
+        raise OutputError(f"--out {out}: {problem}")
 
 
 def _model_option(parser: argparse.ArgumentParser) -> None:

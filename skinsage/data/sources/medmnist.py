@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import importlib.util
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import SkinSageError
-from ...fileio import atomic_path, md5sum
+from ...fileio import WriteError, atomic_path, md5sum
 from ...params import MEDMNIST_SIZES, MedmnistParams
 from ...prepared import SPLITS
 from ..images import resize_array
@@ -105,7 +106,10 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
                 raise MedmnistError(f"downloaded {url} but its MD5 is {actual}, expected {md5}; the "
                                     "file was discarded. Try again, or download it by hand (see "
                                     "below).\n" + _offline_message(url, dest, md5, None))
-    except PermissionError as err:
+    except WriteError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM):
+            raise MedmnistError(f"data.medmnist.path: cannot write {dest} ({err.strerror}).\n"
+                                + _offline_message(url, dest, md5, None)) from None
         raise MedmnistError(f"data.medmnist.path: cannot write to {dest.parent} ({err.strerror}); "
                             "make it writable or choose another folder.\n"
                             + _offline_message(url, dest, md5, None)) from None
