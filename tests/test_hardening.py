@@ -281,6 +281,7 @@ BAD_METADATA = {
                                "'params.evaluate' must be an object, got list"),
     "inference a string": (lambda clf: metadata_with(clf, inference="flips"),
                            "'inference' must be an object, got str"),
+    "model a list": (lambda clf: metadata_with(clf, model=["cnn"]), "'model' must be a string, got list"),
     "duplicate classes": (lambda clf: metadata_with(clf, classes=["nevus", "melanoma", "nevus"]),
                           "duplicate class name(s): nevus"),
     "huge": (lambda clf: metadata_with(clf, padding="x" * (2 << 20)),
