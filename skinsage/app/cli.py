@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
                           help="use folder FOLDER for the model's class CLASS (repeatable)")
     evaluate.add_argument("--out", help="also write all metrics to this JSON file")
-    evaluate.add_argument("--bootstrap", type=_non_negative, help=(
+    evaluate.add_argument("--bootstrap", type=_bootstrap, help=(
         "resamples for 95%% confidence intervals, 0 = none (default: the model's evaluate.bootstrap)"))
     evaluate.add_argument("--seed", type=int, help="bootstrap seed (default: the model's seed)")
     evaluate.add_argument("--batch-size", type=_positive,
@@ -209,6 +209,16 @@ def _non_negative(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _bootstrap(text: str) -> int:
+    from ..params import MAX_BOOTSTRAP
+
+    value = _non_negative(text)
+    if value > MAX_BOOTSTRAP:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BOOTSTRAP:,}, got {value:,} "
+                                         "(1000 is the usual choice)")
     return value
 
 
