@@ -179,8 +179,10 @@ def _tta_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _report_skipped(skipped: list[tuple[str, str]], at_most: int | None = None) -> None:
+    from .console import printable
+
     for path, reason in skipped[:at_most]:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     if at_most is not None and len(skipped) > at_most:
         print(f"... and {len(skipped) - at_most} more skipped files (all listed in --out)",
               file=sys.stderr)
