@@ -341,7 +341,8 @@ def _check_values(p: Params) -> None:
 
 
 def _at_most(key: str, value: int, limit: int, advice: str = "") -> None:
-    _require(value <= limit, f"{key}: must be at most {limit:,}, got {value:,}" + (f"; {advice}" if advice else ""))
+    hint = f"; {advice}" if advice else ""
+    _require(value <= limit, f"{key}: must be at most {limit:,}, got {value:,}{hint}")
 
 
 def _check_upper_bounds(p: Params) -> None:
