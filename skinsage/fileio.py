@@ -44,7 +44,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO
 
 
 def _is_write_failure(err: OSError, tmp: Path) -> bool:
-    return err.errno in _WRITE_ERRNOS or (err.filename is not None and Path(err.filename) == tmp)
+    return err.errno in _WRITE_ERRNOS or (isinstance(err.filename, str) and Path(err.filename) == tmp)
 
 
 @contextmanager
@@ -118,15 +118,26 @@ def _swap_in(tmp: Path, path: Path, prefix: str) -> Path | None:
             os.replace(tmp, path)
             return None
         old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=path.parent))
-        os.replace(path, old / path.name)
         try:
-            os.replace(tmp, path)
+            os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old / path.name, path)
+                raise
         except OSError:
-            os.replace(old / path.name, path)
+            _remove_if_empty(old)  # not if the old folder is still in it: never delete that
             raise
         return old
     except OSError as err:
         raise WriteError(path, err) from None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def writable_problem(path: str | Path) -> str | None:

@@ -542,3 +542,22 @@ def test_temporaries_of_a_killed_write_are_removed_by_the_next_run(tmp_path, kin
         with fileio.atomic_dir(target) as staging:
             (staging / "train.npz").write_text("new")
     assert os.listdir(tmp_path) == [target.name]
+
+
+def test_failed_folder_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    target = tmp_path / "prepared"
+    target.mkdir()
+    (target / "train.npz").write_text("old")
+    real, calls = os.replace, []
+
+    def second_rename_fails(src, dst):  # the old folder moved aside, then the new one refused
+        calls.append(dst)
+        if len(calls) == 2:
+            raise_enospc()
+        return real(src, dst)
+    monkeypatch.setattr(fileio.os, "replace", second_rename_fails)
+    with pytest.raises(fileio.WriteError, match=f"^{re.escape(str(target))}: cannot write it"):
+        with fileio.atomic_dir(target) as staging:
+            (staging / "train.npz").write_text("new")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["prepared"] and (target / "train.npz").read_text() == "old"
