@@ -324,11 +324,15 @@ def test_absurd_sizes_are_refused_naming_the_key(key, value):
         load_params(ROOT / "params.yaml", overrides={key: value})
 
 
-def test_evaluate_bootstrap_on_the_command_line_is_bounded(capsys, model_path, tmp_path):
-    with pytest.raises(SystemExit):
-        cli.main(["evaluate", "--model", str(model_path), "--data", str(tmp_path),
-                  "--bootstrap", str(10**9)])
-    assert "--bootstrap: must be at most" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, option", [
+    (["evaluate", "--data", ".", "--bootstrap"], "--bootstrap"),
+    (["evaluate", "--data", ".", "--batch-size"], "--batch-size"),
+    (["predict", "x.jpg", "--batch-size"], "--batch-size"),
+])
+def test_sizes_on_the_command_line_are_bounded(capsys, argv, option):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, str(10**9)])
+    assert exited.value.code == 2 and f"{option}: must be at most" in capsys.readouterr().err
 
 
 def npz_declaring(path: Path, shapes: dict[str, tuple]) -> Path:

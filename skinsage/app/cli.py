@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_positive, default=3, help="classes shown per image (default 3)")
     predict.add_argument("--format", choices=("table", "json", "csv"), help=(
         "table for people; json or csv for programs (default: table on a terminal, json otherwise)"))
-    predict.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass")
+    predict.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass")
     _tta_option(predict)
     predict.set_defaults(run=run_predict)
 
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=_bootstrap, help=(
         "resamples for 95%% confidence intervals, 0 = none (default: the model's evaluate.bootstrap)"))
     evaluate.add_argument("--seed", type=int, help="bootstrap seed (default: the model's seed)")
-    evaluate.add_argument("--batch-size", type=_positive,
+    evaluate.add_argument("--batch-size", type=_batch_size,
                           help="images per forward pass (default: the model's evaluate.batch_size)")
     _tta_option(evaluate)
     evaluate.add_argument("--workers", type=_non_negative, default=0,
@@ -221,6 +221,15 @@ def _bootstrap(text: str) -> int:
     if value > MAX_BOOTSTRAP:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_BOOTSTRAP:,}, got {value:,} "
                                          "(1000 is the usual choice)")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    from ..params import MAX_BATCH_SIZE
+
+    value = _positive(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE:,}, got {value:,}")
     return value
 
 
