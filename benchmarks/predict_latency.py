@@ -74,7 +74,9 @@ def image_files(folder: Path, count: int) -> list[Path]:
 def describe_images(files: list[Path]) -> str:
     from PIL import Image
 
-    with Image.open(files[0]) as image:
+    from skinsage.data.images import OPEN_FORMATS
+
+    with Image.open(files[0], formats=OPEN_FORMATS) as image:
         size = f"{image.width}x{image.height} JPEG"
     return f"{size}, real HAM10000" if REAL_IMAGES.is_dir() else f"{size}, generated"
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+DEBUG_VARIABLE = "SKINSAGE_DEBUG"
 
 
 class SkinSageError(Exception):
@@ -20,3 +23,14 @@ def run_reporting_errors(main, *args) -> None:
     except SkinSageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def debug_mode() -> bool:
+    """SKINSAGE_DEBUG=1: unexpected exceptions propagate with their traceback instead of being
+    reported per file, so a genuine bug in SkinSage is not hidden behind "could not decode"."""
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unexpected_reason(err: Exception) -> str:
+    """What a batch reports for one file that failed in a way SkinSage did not foresee."""
+    return f"could not decode ({type(err).__name__}: {err})"

@@ -7,6 +7,7 @@ of the same target.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,23 +20,57 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import SkinSageError
+
 _RANDOM = r"[a-z0-9_]{8}"  # what tempfile puts between prefix and suffix
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # npz members get no wall-clock timestamp: same data, same bytes
 
 
+class WriteError(SkinSageError):
+    """An output could not be written: its path and the operating system's reason."""
+
+    def __init__(self, path: str | Path, err: OSError):
+        self.path = Path(path)
+        self.errno = err.errno
+        self.strerror = err.strerror or str(err)
+        kept = "; the previous version was kept" if self.path.exists() else ""
+        super().__init__(f"{path}: cannot write it ({self.strerror}){kept}")
+
+
+# errno values that mean "this output could not be written", whatever step raised them. Other
+# OSErrors inside a `with atomic_path(...)` block (e.g. a dropped connection while downloading
+# into it) are not write failures and keep their own type.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+def _is_write_failure(err: OSError, tmp: Path) -> bool:
+    return err.errno in _WRITE_ERRNOS or (isinstance(err.filename, str) and Path(err.filename) == tmp)
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    A failure to write (full disk, read-only or unwritable folder, a file where a folder should
+    be) raises WriteError naming `path`, never the temporary; the old file stays as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
-    _remove_stale(path.parent, prefix, suffix)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
+        _remove_stale(path.parent, prefix, suffix)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise WriteError(path, err) from None
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if not _is_write_failure(err, Path(tmp)):
+            raise
+        raise WriteError(path, err) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -46,26 +81,83 @@ def atomic_dir(path: str | Path):
     """Yield a temporary folder beside `path`; when the block succeeds it replaces `path` whole.
 
     Readers see the complete old folder, the complete new one, or (if killed between the two
-    renames) none: never a mix of old and new files.
+    renames) none: never a mix of old and new files. A failure to write raises WriteError naming
+    `path` and leaves the old folder in place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}."
-    _remove_stale(path.parent, prefix, ".tmp")
-    _remove_stale(path.parent, prefix, ".old")
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path.parent, prefix, ".tmp")
+        _remove_stale(path.parent, prefix, ".old")
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise WriteError(path, err) from None
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-        if path.exists() or path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        old = _swap_in(tmp, path, prefix)
+    except WriteError as err:  # a file inside the folder: name the folder, not the temporary
+        raise WriteError(path, OSError(err.errno, err.strerror)) from None
+    except OSError as err:
+        if not _is_write_failure(err, tmp):
+            raise
+        raise WriteError(path, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, path: Path, prefix: str) -> Path | None:
+    """Rename the finished folder `tmp` to `path`, the old one aside first; the aside folder (to
+    delete) is returned. If the second rename fails the old folder is put back."""
+    try:
+        if not (path.exists() or path.is_symlink()):
+            os.replace(tmp, path)
+            return None
+        old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=path.parent))
+        try:
+            os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old / path.name, path)
+                raise
+        except OSError:
+            _remove_if_empty(old)  # not if the old folder is still in it: never delete that
+            raise
+        return old
+    except OSError as err:
+        raise WriteError(path, err) from None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def writable_problem(path: str | Path) -> str | None:
+    """Why `atomic_path(path)` would fail, found before any slow work (None if it would not): a
+    folder at `path`, a file where a folder should be, or a folder the user cannot write in,
+    tested by creating and removing a temporary there (permissions alone mislead: root, ACLs,
+    read-only mounts)."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder; give a file name"
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p.is_symlink())
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
+    except OSError as err:
+        return f"cannot write in {folder} ({err.strerror or err})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def _remove_stale(folder: Path, prefix: str, suffix: str) -> None:

@@ -20,6 +20,17 @@ from .errors import SkinSageError
 
 MODEL_NAMES = ("cnn", "resnet50")
 MEDMNIST_SIZES = (28, 64, 128, 224)
+# Upper bounds: values that pass the type check but would run for days, exhaust memory or overflow
+# later (one bootstrap resample per loop, one array per class, ...). Generous for real use.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_BOOTSTRAP = 100_000
+MAX_ECE_BINS = 1_000
+MAX_SYNTHETIC_CLASSES = 1_000
+MAX_SYNTHETIC_PER_CLASS = 100_000
+MAX_WORKERS = 256
+MAX_UNITS = 65_536          # dense units, conv filters
+MAX_MIN_PER_CLASS = 1_000_000
 
 
 class ParamsError(SkinSageError, ValueError):
@@ -374,6 +385,32 @@ def _check_values(p: Params) -> None:
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")
+    _check_upper_bounds(p)
+
+
+def _at_most(key: str, value: int, limit: int, advice: str = "") -> None:
+    hint = f"; {advice}" if advice else ""
+    _require(value <= limit, f"{key}: must be at most {limit:,}, got {value:,}{hint}")
+
+
+def _check_upper_bounds(p: Params) -> None:
+    """Sizes that would only fail much later, as a hang or an out-of-memory kill."""
+    d, t, e = p.data, p.train, p.evaluate
+    _at_most("data.synthetic.num_classes", d.synthetic.num_classes, MAX_SYNTHETIC_CLASSES)
+    _at_most("data.synthetic.images_per_class", d.synthetic.images_per_class, MAX_SYNTHETIC_PER_CLASS)
+    _at_most("data.min_per_class", d.min_per_class, MAX_MIN_PER_CLASS)
+    _at_most("data.workers", d.workers, MAX_WORKERS, "0 uses one per CPU core")
+    for name in MODEL_NAMES:
+        _at_most(f"models.{name}.dense_units", getattr(p.models, name).dense_units, MAX_UNITS)
+    _at_most("models.cnn.filters", max(p.models.cnn.filters), MAX_UNITS, "each entry is a filter count")
+    _at_most("models.resnet50.fine_tune.epochs", p.models.resnet50.fine_tune.epochs, MAX_EPOCHS)
+    _at_most("train.epochs", t.epochs, MAX_EPOCHS, "early stopping ends training when it stops improving")
+    _at_most("train.batch_size", t.batch_size, MAX_BATCH_SIZE)
+    _at_most("train.early_stopping.patience", t.early_stopping.patience, MAX_EPOCHS)
+    _at_most("train.early_stopping.start_from_epoch", t.early_stopping.start_from_epoch, MAX_EPOCHS)
+    _at_most("evaluate.batch_size", e.batch_size, MAX_BATCH_SIZE)
+    _at_most("evaluate.bootstrap", e.bootstrap, MAX_BOOTSTRAP, "1000 is the usual choice")
+    _at_most("evaluate.ece_bins", e.ece_bins, MAX_ECE_BINS, "15 is the usual choice")
 
 
 def _check_csv(c: CsvParams) -> None:

@@ -11,13 +11,14 @@ from skinsage.errors import run_reporting_errors  # noqa: E402
 from skinsage.fileio import write_json  # noqa: E402
 from skinsage.model.model_file import save_model  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
-from skinsage.prepared import load_prepared  # noqa: E402
+from skinsage.prepared import check_prepared_params, load_prepared  # noqa: E402
 from skinsage.train.history import LIVE_DIR  # noqa: E402
 from skinsage.train.trainer import headline_summary, model_metadata, train_model  # noqa: E402
 
 
 def main() -> None:
     params = load_params("params.yaml")
+    check_prepared_params(params, "data/prepared")  # params.yaml edited since prepare ran?
     data = load_prepared("data/prepared", splits=("train", "val"))
     # dvc.yaml declares dvclive's files itself (dvcyaml=None keeps dvclive from rewriting it)
     with Live(LIVE_DIR, dvcyaml=None, save_dvc_exp=False) as live:

@@ -234,12 +234,18 @@ def snapshot(project: Path, paths: list[str]) -> dict[str, str]:
     return digests
 
 
+# A param of the stage alone, changed so that it must rewrite its outputs. (Not the seed for
+# `train`: that is also prepare's, and train refuses data/prepared made with other params.)
+RERUN_CHANGE = {"prepare": lambda attempt: {"seed": attempt},
+                "train": lambda attempt: {"train.learning_rate": (attempt + 1) * 1e-3}}
+
+
 def kill_a_rerun_while_writing(project, stage, half_written, outputs) -> dict:
-    """Change the seed (so the stage must rewrite its outputs) and kill it mid-write; the outputs
-    as they were before. Retried: on a fast run the kill can miss the write."""
+    """Change a param of the stage (so it must rewrite its outputs) and kill it mid-write; the
+    outputs as they were before. Retried: on a fast run the kill can miss the write."""
     for attempt in range(1, 4):
         before = snapshot(project, outputs)
-        set_params(project, {"seed": attempt})
+        set_params(project, RERUN_CHANGE[stage](attempt))
         if kill_while_writing(project, stage, half_written):
             return before
     pytest.fail(f"{stage} finished three times before the kill landed")

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import ImageError, is_os_clutter, load_image
-from ..errors import SkinSageError
+from ..errors import SkinSageError, debug_mode, unexpected_reason
 from ..model.inference import TTA_CHOICES, predict_probabilities
 from ..model.model_file import check_metadata, check_network, inference_settings
 
@@ -123,7 +123,10 @@ class Classifier:
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = DEFAULT_TOP_K,
                       batch_size: int = BATCH_SIZE) -> Iterator[FileOutcome]:
-        """Outcomes in input order, a batch at a time; an unreadable file is reported, not raised."""
+        """Outcomes in input order, a batch at a time; an unreadable file is reported, not raised.
+
+        So is any unexpected exception while reading one file (its type in the reason), unless
+        SKINSAGE_DEBUG=1, which re-raises it to show the traceback."""
         paths = iter(paths)
         while chunk := list(islice(paths, batch_size)):
             arrays, readable, errors = [], [], {}
@@ -133,6 +136,10 @@ class Classifier:
                     readable.append(str(path))
                 except ImageError as err:
                     errors[str(path)] = str(err).removeprefix(f"{path}: ")
+                except Exception as err:  # noqa: BLE001  one odd file must not cost the batch
+                    if debug_mode():
+                        raise
+                    errors[str(path)] = unexpected_reason(err)
             predictions = iter(self._predict_arrays(arrays, readable, top_k, batch_size))
             for path in map(str, chunk):
                 yield (FileOutcome(path, error=errors[path]) if path in errors

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_positive, default=3, help="classes shown per image (default 3)")
     predict.add_argument("--format", choices=("table", "json", "csv"), help=(
         "table for people; json or csv for programs (default: table on a terminal, json otherwise)"))
-    predict.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass")
+    predict.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass")
     _tta_option(predict)
     predict.set_defaults(run=run_predict)
 
@@ -70,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
                           help="use folder FOLDER for the model's class CLASS (repeatable)")
     evaluate.add_argument("--out", help="also write all metrics to this JSON file")
-    evaluate.add_argument("--bootstrap", type=_non_negative, help=(
+    evaluate.add_argument("--bootstrap", type=_bootstrap, help=(
         "resamples for 95%% confidence intervals, 0 = none (default: the model's evaluate.bootstrap)"))
     evaluate.add_argument("--seed", type=int, help="bootstrap seed (default: the model's seed)")
-    evaluate.add_argument("--batch-size", type=_positive,
+    evaluate.add_argument("--batch-size", type=_batch_size,
                           help="images per forward pass (default: the model's evaluate.batch_size)")
     _tta_option(evaluate)
     evaluate.add_argument("--workers", type=_non_negative, default=0,
@@ -125,6 +125,7 @@ def run_evaluate(args) -> int:
     from .console import metrics_text, model_line
     from .evaluation_data import load_labelled
 
+    _check_out(args.out)  # before loading anything: a bad --out must not cost the whole run
     clf = Classifier.load(args.model, tta=args.tta)
     recorded = (clf.metadata.get("params") or {}).get("evaluate") or {}
     bootstrap = args.bootstrap if args.bootstrap is not None else recorded.get("bootstrap", 0)
@@ -158,6 +159,18 @@ def run_info(args) -> int:
     return 0
 
 
+class OutputError(SkinSageError):
+    """An output file given on the command line cannot be written."""
+
+
+def _check_out(out: str | None) -> None:
+    from ..fileio import writable_problem
+
+    problem = out and writable_problem(out)
+    if problem:
+        raise OutputError(f"--out {out}: {problem}")
+
+
 def _model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"a .keras file written by the train stage (default {DEFAULT_MODEL})")
@@ -169,8 +182,10 @@ def _tta_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _report_skipped(skipped: list[tuple[str, str]], at_most: int | None = None) -> None:
+    from .console import printable
+
     for path, reason in skipped[:at_most]:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     if at_most is not None and len(skipped) > at_most:
         print(f"... and {len(skipped) - at_most} more skipped files (all listed in --out)",
               file=sys.stderr)
@@ -199,6 +214,25 @@ def _non_negative(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _bootstrap(text: str) -> int:
+    from ..params import MAX_BOOTSTRAP
+
+    value = _non_negative(text)
+    if value > MAX_BOOTSTRAP:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BOOTSTRAP:,}, got {value:,} "
+                                         "(1000 is the usual choice)")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    from ..params import MAX_BATCH_SIZE
+
+    value = _positive(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE:,}, got {value:,}")
     return value
 
 

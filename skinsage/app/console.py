@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 
 from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
 from .classifier import Classifier, Prediction
 
 DIGITS = 4  # more than the model card's 3: people compare runs here
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Invisible characters that reorder what a terminal shows (bidirectional overrides and isolates).
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def model_line(clf: Classifier) -> str:
@@ -20,7 +25,7 @@ def model_line(clf: Classifier) -> str:
 def predictions_table(clf: Classifier, predictions: list[Prediction]) -> str:
     ranks = max(len(p.top_k) for p in predictions)
     header = ["path"] + [f"#{i + 1}" for i in range(ranks)]
-    rows = [[p.source or "-"] + [f"{name} {prob:6.1%}" for name, prob in p.top_k]
+    rows = [[printable(p.source or "-")] + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k]
             for p in predictions]
     return model_line(clf) + "\n" + _columns([header, *rows])
 
@@ -32,9 +37,24 @@ def predictions_csv(predictions: list[Prediction]) -> str:
     writer.writerow(["path", "image_size"]
                     + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")])
     for p in predictions:
-        writer.writerow([p.source, p.image_size]
-                        + [v for name, prob in p.top_k for v in (name, f"{prob:.6f}")])
+        writer.writerow([csv_text(p.source), p.image_size]
+                        + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")])
     return buffer.getvalue()
+
+
+def csv_text(value: str | None) -> str | None:
+    """A text cell a spreadsheet shows as text: a leading formula character gets a quote before
+    it (OWASP's advice), so a file named `=HYPERLINK(...).jpg` cannot run when the CSV is opened."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters (escape sequences, newlines, bells)
+    and bidirectional overrides in a file name are shown escaped (\\x1b, \\n) instead of acting."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS else ch for ch in text)
 
 
 def predictions_json(clf: Classifier, predictions: list[Prediction],

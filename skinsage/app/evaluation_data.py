@@ -83,9 +83,9 @@ def _from_folder(root: Path, classes: list[str], size: int, renames: dict[str, s
     from ..data.sources.folder import FolderError, list_class_dirs, load_folder
 
     try:
-        class_dirs, _ = list_class_dirs(root)
+        class_dirs, _ = list_class_dirs(root, min_classes=1)  # a folder of one class can be scored
         mapping = match_folders([d.name for d in class_dirs], classes, renames)  # before decoding
-        raw = load_folder(root, size, workers=workers)
+        raw = load_folder(root, size, workers=workers, min_classes=1)
     except FolderError as err:
         raise LabelledDataError(str(err).removeprefix("data.folder.path: ")) from None
     to_model = np.array([mapping[name] for name in raw.class_names], dtype=np.int64)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import errno
+import stat
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from ..log import progress
 RESIZE_FILTER = Image.Resampling.LANCZOS
 OS_CLUTTER = {"thumbs.db", "desktop.ini", "icon\r"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# The only Pillow decoders SkinSage runs, whatever a file is named: the formats above. Others are
+# attack surface for no benefit; EPS, for one, makes Pillow start Ghostscript. (JPEG includes MPO,
+# the multi-picture JPEG many phones write.)
+OPEN_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+SUPPORTED_FORMATS_TEXT = "JPEG, PNG, BMP, GIF, TIFF or WebP"
 
 
 class ImageError(SkinSageError, ValueError):
@@ -30,15 +37,19 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
         return to_model_input(source, size)
     path = Path(source)
     try:
+        _check_regular_file(path)
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if path.stat().st_size == 0:
-                raise ImageError(f"{path}: empty file (0 bytes)")
-            with Image.open(path) as image:
+            # The warning only says "more than MAX_IMAGE_PIXELS"; _check_pixels decides, after
+            # JPEG's draft mode has had its chance to decode at reduced scale.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=OPEN_FORMATS) as image:
                 image.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster
+                _check_pixels(image)
                 return to_model_input(image, size)
-    except ImageError:
-        raise
+    except ImageError as err:  # to_model_input's reasons do not know the file: name it
+        if str(err).startswith(f"{path}: "):
+            raise
+        raise ImageError(f"{path}: {err}") from None
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -46,8 +57,8 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: {_unsupported_reason(path)}") from None
+    except Image.DecompressionBombError as err:
         raise ImageError(f"{path}: too large to decode safely ({err})") from None
     except OSError as err:
         if err.errno is not None:  # the file system's error (symlink loop, I/O error), not Pillow's
@@ -57,7 +68,59 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
         raise ImageError(f"{path}: corrupt or truncated image ({err})") from None
 
 
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO blocks forever."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ImageError(f"{path}: not a regular file ({kind})")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+
+
+def _check_pixels(image: Image.Image) -> None:
+    """The memory bound: never decode more than Image.MAX_IMAGE_PIXELS (~89 MP, ~270 MB as RGB).
+
+    Pillow itself refuses anything above twice that at open (DecompressionBombError). Between the
+    two, a JPEG is accepted when draft mode decodes it at a reduced scale (down to 1/8 per side)
+    within the bound: that is how 90-108 MP phone photos are read. Other formats decode in full,
+    so they are refused there, as Pillow's warning advises.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size  # after draft(): the size that will actually be decoded
+    if limit is not None and width * height > limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, could be "
+            "decompression bomb DOS attack.")
+
+
+def _unsupported_reason(path: Path) -> str:
+    """Why Pillow found no image: a format SkinSage does not open (named by its signature alone,
+    nothing decoded), or not an image at all."""
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
+    except OSError:
+        prefix = b""
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        if name not in OPEN_FORMATS and accept is not None and _accepts(accept, prefix):
+            return f"not a supported image ({name} file; SkinSage reads {SUPPORTED_FORMATS_TEXT})"
+    return "not an image Pillow can read"
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    try:
+        return bool(accept(prefix))
+    except Exception:  # noqa: BLE001  a plugin's signature test must not turn into a crash
+        return False
+
+
 def to_model_input(image: Image.Image, size: int) -> np.ndarray:
+    if image.width == 0 or image.height == 0:  # resizing nothing would invent a black image
+        raise ImageError(f"empty image ({image.width}x{image.height} pixels)")
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
     if image.size != (size, size):

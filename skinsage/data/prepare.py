@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import SkinSageError
 from ..fileio import atomic_dir, write_json, write_text
 from ..params import Params
-from ..prepared import SPLITS, PreparedData, Split, count_summary, save_prepared
+from ..prepared import (PREPARE_PARAMS_KEY, SPLITS, PreparedData, Split, count_summary,
+                        prepare_params, save_prepared)
 from .duplicates import count_leakage, find_label_conflicts, remove_same_class_copies
 from .sources import RawDataset, load_source
 from .splits import group_summary, grouped_stratified_split, stratified_split
@@ -47,7 +48,8 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
     data, groups = split_dataset(raw, params)
     leakage = count_leakage(data)
     with atomic_dir(out_dir) as staging:  # the folder appears whole, or the old one stays
-        save_prepared(staging, data, extra_info={"source": params.data.source})
+        save_prepared(staging, data, extra_info={"source": params.data.source,
+                                                 PREPARE_PARAMS_KEY: prepare_params(params)})
         write_text(staging / "skipped.csv", _skipped_csv(skipped))
     summary = count_summary(data)
     write_json(metrics_path, {

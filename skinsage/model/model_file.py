@@ -17,6 +17,7 @@ from .inference import TTA_CHOICES
 
 METADATA_ENTRY = "skinsage.json"
 FORMAT = "skinsage-model/1"
+MAX_METADATA_BYTES = 1 << 20  # train writes a few KiB; a bigger entry is not SkinSage's
 
 
 class ModelFileError(SkinSageError, ValueError):
@@ -31,7 +32,11 @@ def save_model(model, path: str | Path, metadata: dict) -> None:
 
 
 def read_metadata(path: str | Path) -> dict:
+    """The metadata as saved (a JSON object); checked for meaning by `check_metadata`."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file; give the .keras file "
+                             f"(e.g. {path / 'model.keras'})")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -39,7 +44,7 @@ def read_metadata(path: str | Path) -> dict:
             if METADATA_ENTRY not in archive.namelist():
                 raise ModelFileError(f"{path}: a Keras file without SkinSage metadata (class names, "
                                      "image size); train it with the SkinSage pipeline")
-            metadata = json.loads(archive.read(METADATA_ENTRY))
+            metadata = json.loads(_read_capped(archive, path))
     except zipfile.BadZipFile:
         raise ModelFileError(f"{path}: not a Keras .keras model file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -47,6 +52,25 @@ def read_metadata(path: str | Path) -> dict:
     if not isinstance(metadata, dict):
         raise ModelFileError(f"{path}: its SkinSage metadata is not a JSON object")
     return metadata
+
+
+def _read_capped(archive: zipfile.ZipFile, path: Path) -> bytes:
+    """The metadata entry, refused unread when its declared size is over MAX_METADATA_BYTES, and
+    never read past the cap even if the zip lies about the size (a decompression bomb)."""
+    declared = archive.getinfo(METADATA_ENTRY).file_size
+    if declared > MAX_METADATA_BYTES:
+        raise ModelFileError(_too_large(path, declared))
+    with archive.open(METADATA_ENTRY) as entry:
+        data = entry.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise ModelFileError(_too_large(path, len(data)))
+    return data
+
+
+def _too_large(path: Path, size: int) -> str:
+    return (f"{path}: its SkinSage metadata is {size / 2**20:.1f} MiB, more than the "
+            f"{MAX_METADATA_BYTES // 2**20} MiB allowed (train writes a few KiB); the file is not "
+            "one SkinSage wrote")
 
 
 def load_model(path: str | Path):
@@ -73,10 +97,35 @@ def check_metadata(metadata: dict, where: str = "model") -> tuple[list[str], int
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
         raise ModelFileError(f"{where}: its SkinSage metadata has no valid 'classes' list ({classes!r}); "
                              "retrain it with the SkinSage pipeline")
-    if not (isinstance(size, int) and size > 0):
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ModelFileError(f"{where}: its SkinSage metadata has duplicate class name(s): "
+                             f"{', '.join(repeated)}; each output must have its own name")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
         raise ModelFileError(f"{where}: its SkinSage metadata has no valid 'image_size' ({size!r}); "
                              "retrain it with the SkinSage pipeline")
+    _check_objects(metadata, where)
     return list(classes), size
+
+
+def _check_objects(metadata: dict, where: str) -> None:
+    """The optional sections that code reads with .get(): each must be an object when present."""
+    sections = {"params": metadata.get("params"), "inference": metadata.get("inference"),
+                "train_summary": metadata.get("train_summary")}
+    params = metadata.get("params")
+    if isinstance(params, dict):
+        sections.update({f"params.{key}": params.get(key) for key in ("evaluate", "models", "train")})
+    for key in ("model", "dataset", "format", "params_hash"):  # printed by `info`
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ModelFileError(f"{where}: its SkinSage metadata is malformed: {key!r} must be a "
+                                 f"string, got {type(value).__name__}; retrain it with the SkinSage "
+                                 "pipeline")
+    for key, value in sections.items():
+        if value is not None and not isinstance(value, dict):
+            raise ModelFileError(f"{where}: its SkinSage metadata is malformed: {key!r} must be an "
+                                 f"object, got {type(value).__name__}; retrain it with the SkinSage "
+                                 "pipeline")
 
 
 def check_network(model, metadata: dict, where: str = "model") -> None:

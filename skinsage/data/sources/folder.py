@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import SkinSageError
+from ...errors import SkinSageError, debug_mode, unexpected_reason
 from ...log import progress
 from ..images import ImageError, is_image_name, is_os_clutter, load_image
 from . import RawDataset
@@ -30,13 +30,14 @@ class FolderError(SkinSageError, ValueError):
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def load_folder(root: str | Path, size: int, workers: int = 0) -> RawDataset:
+def load_folder(root: str | Path, size: int, workers: int = 0, min_classes: int = 2) -> RawDataset:
     """<root>/<class>/... (split later, stratified) or, when the dataset has a split of its own,
-    <root>/{train,val,test}/<class>/... (kept as given, e.g. split by patient or lesion)."""
+    <root>/{train,val,test}/<class>/... (kept as given, e.g. split by patient or lesion).
+    Training needs two classes; `skinsage evaluate` may score a folder of one (min_classes=1)."""
     root = Path(root)
     if split_folders(root):
         return _load_own_split(root, size, workers)
-    class_dirs, skipped = list_class_dirs(root)
+    class_dirs, skipped = list_class_dirs(root, min_classes=min_classes)
     images, labels, paths, not_read = _decode_classes(root, class_dirs, range(len(class_dirs)), size, workers)
     return RawDataset(name=f"image folder {root.name}", class_names=[d.name for d in class_dirs],
                       images={"all": images}, labels={"all": labels}, skipped=sorted(skipped + not_read),
@@ -177,7 +178,9 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
             reason = f"not an image ({path.suffix or 'no'} file extension)"
         return None, reason
     except Exception as err:  # noqa: BLE001  one odd file must not stop a dataset of thousands
-        return None, f"could not decode ({type(err).__name__}: {err})"
+        if debug_mode():
+            raise
+        return None, unexpected_reason(err)
 
 
 class _Serial:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import importlib.util
 import logging
+import math
+import os
 import urllib.error
 import urllib.request
 import zipfile
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import SkinSageError
-from ...fileio import atomic_path, md5sum
+from ...fileio import WriteError, atomic_path, md5sum
 from ...log import progress
 from ...params import MEDMNIST_SIZES, MedmnistParams
 from ...prepared import SPLITS
@@ -116,7 +119,10 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
                 raise MedmnistError(f"downloaded {url} but its MD5 is {actual}, expected {md5}; the "
                                     "file was discarded. Try again, or download it by hand (see "
                                     "below).\n" + _offline_message(url, dest, md5, None))
-    except PermissionError as err:
+    except WriteError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM):
+            raise MedmnistError(f"data.medmnist.path: cannot write {dest} ({err.strerror}).\n"
+                                + _offline_message(url, dest, md5, None)) from None
         raise MedmnistError(f"data.medmnist.path: cannot write to {dest.parent} ({err.strerror}); "
                             "make it writable or choose another folder.\n"
                             + _offline_message(url, dest, md5, None)) from None
@@ -154,6 +160,7 @@ def read_npz(path: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[
     if not path.exists():
         raise MedmnistError(f"{path}: no such file (data.medmnist.path)")
     try:
+        _check_declared_sizes(path)
         loaded = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise ValueError("a single array (.npy), not an archive of named arrays")
@@ -174,6 +181,53 @@ def read_npz(path: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[
             raise MedmnistError(f"{path}: {split} has {len(images[split])} images but "
                                 f"{len(labels[split])} labels")
     return images, labels
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse, before anything is allocated, arrays whose .npy headers declare more bytes than the
+    file holds (numpy would allocate the declared size first, then find the data missing) or more
+    than this machine's memory. Only the headers are read."""
+    if not zipfile.is_zipfile(path):
+        return  # not an npz: np.load says what it is
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            where = f"{path}:{info.filename.removesuffix('.npy')}"
+            with archive.open(info) as member:
+                shape, dtype = _read_npy_header(member, where)
+            declared = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+            if declared > info.file_size:
+                raise MedmnistError(f"{where}: its header declares {shape} {dtype} "
+                                    f"({_gb(declared)}) but the file holds {info.file_size:,} bytes; "
+                                    "the file is corrupt or crafted")
+            total += declared
+    memory = memory_bytes()
+    if memory is not None and total > memory:
+        raise MedmnistError(f"{path}: loading it needs {_gb(total)} of memory, more than this "
+                            f"machine's {_gb(memory)}")
+
+
+def _read_npy_header(member, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(member)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise MedmnistError(f"{where}: unsupported .npy format version {version}")
+    shape, _, dtype = readers[version](member)
+    return tuple(int(n) for n in shape), dtype
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB"
 
 
 def _check_images(array: np.ndarray, where: str) -> np.ndarray:
