@@ -23,7 +23,7 @@ from ...params import CsvParams
 from ..images import is_image_name
 from . import RawDataset
 from .folder import decode_files, walk_files
-from .table import CsvError, Table, id_key, read_table, require_columns
+from .table import CsvError, Table, id_key, read_table, require_columns, rows_by_id
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,7 @@ def _join_metadata(table: Table, c: CsvParams, missing: list[str]) -> dict[str, 
         raise CsvError(f"data.csv.metadata: {meta.path} has no column '{c.id}' (data.csv.id) to join on; "
                        f"columns: {', '.join(meta.columns)}")
     wanted = [col for col in missing if col in meta.columns]
-    joined, first_row = {}, {}
-    for number, row in meta.rows:
-        key = id_key(row[c.id])
-        if key in first_row:
-            raise CsvError(f"{meta.path}: row {number}, column '{c.id}': duplicate id '{row[c.id].strip()}' "
-                           f"(first on row {first_row[key]})")
-        first_row[key] = number
-        joined[key] = {col: row[col] for col in wanted}
+    joined = {key: {col: row[col] for col in wanted} for key, (_, row) in rows_by_id(meta, c.id).items()}
     absent = [(number, row[c.id].strip()) for number, row in table.rows if id_key(row[c.id]) not in joined]
     if wanted and absent:
         number, image_id = absent[0]

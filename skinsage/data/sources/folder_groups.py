@@ -13,7 +13,7 @@ import numpy as np
 
 from ...params import FolderGroupsParams
 from . import RawDataset
-from .table import CsvError, id_key, read_table, require_columns
+from .table import id_key, read_table, require_columns, rows_by_id
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,4 @@ def read_group_map(g: FolderGroupsParams) -> dict[str, str]:
     """File name (extension optional) -> group id; a file listed twice is an error naming both rows."""
     table = read_table(Path(g.path), "data.folder.groups.path")
     require_columns(table, [("data.folder.groups.id", g.id), ("data.folder.groups.group", g.group)], {})
-    mapping, first_row = {}, {}
-    for number, row in table.rows:
-        key = id_key(row[g.id])
-        if key in first_row:
-            raise CsvError(f"{table.path}: row {number}, column '{g.id}': duplicate id '{row[g.id].strip()}' "
-                           f"(first on row {first_row[key]})")
-        first_row[key] = number
-        mapping[key] = row[g.group].strip()
-    return mapping
+    return {key: row[g.group].strip() for key, (_, row) in rows_by_id(table, g.id).items()}

@@ -57,6 +57,18 @@ def id_key(image_id: str) -> str:
     return image_id[: -len(PurePosixPath(image_id).suffix)] if is_image_name(Path(image_id)) else image_id
 
 
+def rows_by_id(table: Table, column: str) -> dict[str, tuple[int, dict[str, str]]]:
+    """id key -> (row number, row); an id on two rows is an error naming both."""
+    rows: dict[str, tuple[int, dict[str, str]]] = {}
+    for number, row in table.rows:
+        key = id_key(row[column])
+        if key in rows:
+            raise CsvError(f"{table.path}: row {number}, column '{column}': duplicate id "
+                           f"'{row[column].strip()}' (first on row {rows[key][0]})")
+        rows[key] = (number, row)
+    return rows
+
+
 def require_columns(table: Table, needed: list[tuple[str, str]], joined: dict) -> None:
     """Every (params key, column) must be in the CSV's header or come from the metadata CSV."""
     available = set(table.columns) | {col for row in joined.values() for col in row}
