@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 # params.yaml is restored afterwards: the committed defaults stay the real DermaMNIST + ResNet50 run.
 demo: setup
 	@git rev-parse --verify -q HEAD >/dev/null || { echo "make demo needs a git clone with a commit"; exit 1; }
-	$(BIN)/python -m skinsage.app.demo
+	@overrides="$$($(BIN)/python -m skinsage.app.demo)" && $(BIN)/dvc exp run $$overrides
 	@git checkout -- params.yaml
 	@git ls-files --error-unmatch dvc.lock >/dev/null 2>&1 && git checkout -- dvc.lock || rm -f dvc.lock
 	@echo; echo "== Metrics of the demo run: $$(sed -n 's/^# Model card: //p' plots/report.md) (all: dvc metrics show) =="

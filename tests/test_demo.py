@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,9 +49,15 @@ def stand_in_medmnist(folder, url: str, md5: str):
 
 
 def run_demo(project, medmnist_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skinsage.app.demo", *SHORT], cwd=project,
-                          env={**env(), "PYTHONPATH": f"{medmnist_path}{os.pathsep}{project}"},
-                          capture_output=True, text=True, timeout=900)
+    """What `make demo` runs: the overrides skinsage.app.demo chooses, then `dvc exp run` with them
+    (plus a shorter schedule for the test); stderr of the first step carries the one-line notice."""
+    environment = {**env(), "PYTHONPATH": f"{medmnist_path}{os.pathsep}{project}"}
+    chosen = subprocess.run([sys.executable, "-m", "skinsage.app.demo"], cwd=project, env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert chosen.returncode == 0, chosen.stderr
+    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "run", *chosen.stdout.split(), *SHORT],
+                         cwd=project, env=environment, capture_output=True, text=True, timeout=900)
+    return subprocess.CompletedProcess(run.args, run.returncode, chosen.stderr + run.stdout, run.stderr)
 
 
 def test_demo_trains_on_real_dermamnist_when_it_is_reachable(tmp_path):
