@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from ..log import progress
 from ..model.architectures import FEATURES_LAYER, HEAD_LAYERS, ModelError
 from ..params import Params
 from ..prepared import PreparedData
@@ -92,9 +93,16 @@ def head_model(model):
 
 def compute_features(model, splits: dict, batch_size: int) -> dict[str, np.ndarray]:
     """Pooled features of every split's images (frozen backbone: BatchNorm in inference mode)."""
+    import keras
+
     extractor = feature_extractor(model)
-    return {name: extractor.predict(split.images, batch_size=batch_size, verbose=0)
-            for name, split in splits.items()}
+    features = {}
+    for name, split in splits.items():
+        with progress(total=len(split.images), desc=f"ResNet50 features ({name})") as bar:
+            tick = keras.callbacks.LambdaCallback(on_predict_batch_end=lambda batch, logs: bar.update(
+                min(batch_size, len(split.images) - bar.n)))
+            features[name] = extractor.predict(split.images, batch_size=batch_size, verbose=0, callbacks=[tick])
+    return features
 
 
 def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict | None,
