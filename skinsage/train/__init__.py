@@ -1,4 +1,4 @@
-"""The `train` stage: data/prepared -> models/model.keras, metrics/train.json, metrics/history.csv.
+"""The `train` stage: data/prepared -> models/model.keras, metrics/train*.json, dvclive/ (per epoch).
 
     trainer.py    the stage's work: seed, build, fit, logit adjustment, summary and metadata
     phase.py      one training phase: optimizer, loss, early stopping, class weights
@@ -6,5 +6,5 @@
     inputs.py     tf.data pipelines of images or cached features
     augment.py    random training-time augmentation (never part of the saved model)
     tau_sweep.py  choosing the logit-adjustment tau on validation
-    history.py    the per-epoch history CSV (written here, read by `plot`)
+    history.py    the per-epoch history: logged live to dvclive here, read back by `plot`
 """
