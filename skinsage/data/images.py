@@ -56,6 +56,19 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
         raise ImageError(f"{path}: corrupt or truncated image ({err})") from None
 
 
+def load_photo(source: str | Path | Image.Image, max_side: int | None = None) -> np.ndarray:
+    """The photo as people see it: EXIF-oriented RGB uint8 at its own size and aspect (shrunk to
+    `max_side` on its longer side if given), for drawing explanations over. Decode errors as
+    `load_image`'s (its checks run first: callers prepare the model input before this)."""
+    if not isinstance(source, Image.Image):
+        with Image.open(source) as image:
+            return load_photo(image, max_side)
+    image = _to_rgb(ImageOps.exif_transpose(source))
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), RESIZE_FILTER)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def to_model_input(image: Image.Image, size: int) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
