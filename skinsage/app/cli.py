@@ -1,4 +1,4 @@
-"""The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info.
+"""The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info, serve.
 
 Parsing and printing only: the work is done by `Classifier` (classifier.py), evaluation_data.py
 and the evaluate stage's scoring, all through the model's one inference path.
@@ -94,7 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     _model_option(info)
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.set_defaults(run=run_info)
+
+    serve = commands.add_parser("serve", help="a local web page: upload a photo, see classes and Grad-CAM",
+                                description="Serve one web page to try the model on photos (top classes "
+                                            "and the Grad-CAM overlay). No authentication: keep it local.")
+    _model_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.set_defaults(run=run_serve)
     return parser
+
+
+def run_serve(args) -> int:
+    try:
+        from .server import serve
+        import fastapi, python_multipart, uvicorn  # noqa: E401, F401  all three serve uploads
+    except ImportError as err:
+        raise SkinSageError(f"`skinsage serve` needs {err.name}: pip install -r requirements.txt") from None
+    serve(args.model, args.host, args.port)
+    return 0
 
 
 def run_predict(args) -> int:
@@ -254,6 +272,13 @@ def _positive(text: str) -> int:
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {value}")
     return value
 
 
