@@ -86,7 +86,11 @@ def test_maps_are_at_the_conv_resolution_in_0_1_and_follow_the_chosen_class(squa
     clf = Classifier.load(square_model, tta="none")
     images, corners = test_set
     cam = clf.grad_cam
-    assert cam.layer == last_conv_layer(clf.model) == "re_lu_1"  # the last block's activation
+    # the last block's activation: the ReLU after the last conv and its BatchNorm
+    kinds = [type(layer).__name__ for layer in clf.model.layers]
+    last_conv = len(kinds) - 1 - kinds[::-1].index("Conv2D")
+    assert kinds[last_conv + 1:last_conv + 3] == ["BatchNormalization", "ReLU"]
+    assert cam.layer == last_conv_layer(clf.model) == clf.model.layers[last_conv + 2].name
     chosen = cam.explain(images[:6], class_indices=[1] * 6)
     assert chosen.maps.shape == (6, SIDE // 2, SIDE // 2) and chosen.maps.dtype == np.float32
     assert chosen.maps.min() >= 0 and chosen.maps.max() <= 1

@@ -126,3 +126,13 @@ def _upload_and_check(page, photo: Path) -> None:
     # the overlay is a decoded image in the page, not a broken one
     assert page.eval_on_selector("#overlay", "img => img.complete && img.naturalWidth") == 40
     assert page.locator("#overlay").is_visible() and page.locator("#photo").is_visible()
+
+
+def test_serve_command_line_defaults_to_loopback_and_checks_the_port(capsys):
+    from skinsage.app.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m.keras"])
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 8000, "m.keras")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--port", "70000"])
+    assert "must be a port number 0-65535, got 70000" in capsys.readouterr().err

@@ -98,6 +98,7 @@ class Classifier:
         if tta is not None and tta not in TTA_CHOICES:
             raise PredictError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
         self.tta = tta or inference_settings(metadata, where)["tta"]
+        self._grad_cam = None  # built by the first explain()
 
     @classmethod
     def load(cls, path: str | Path, tta: str | None = None) -> "Classifier":
@@ -155,7 +156,7 @@ class Classifier:
     @property
     def grad_cam(self):
         """The model's Grad-CAM (built on first use, then reused)."""
-        if getattr(self, "_grad_cam", None) is None:
+        if self._grad_cam is None:
             from ..model.gradcam import GradCam
             self._grad_cam = GradCam(self.model, name=self.path or "model")
         return self._grad_cam

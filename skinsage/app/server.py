@@ -31,6 +31,7 @@ def create_app(clf: Classifier, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     from fastapi import FastAPI, File, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse
 
+    clf.grad_cam  # noqa: B018  built now: a model Grad-CAM cannot explain fails at start, not per upload
     app = FastAPI(title="SkinSage", docs_url=None, redoc_url=None, openapi_url=None)
     page = render_page(clf, max_upload_bytes)
     lock = threading.Lock()  # one Keras forward/backward pass at a time: the model is shared
