@@ -12,7 +12,7 @@ from skinsage.report.render import render_all  # noqa: E402
 
 def main() -> None:
     render_all(load_params("params.yaml"), prepared_dir="data/prepared", metrics_dir="metrics",
-               out_dir="plots", live_dir="dvclive")
+               out_dir="plots", live_dir="dvclive", model_path="models/model.keras")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,14 @@ DERMA_NAMES = ["actinic keratoses and intraepithelial carcinoma", "basal cell ca
                "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
                "vascular lesions"]
 SHAPES = ["circle", "square", "triangle", "cross"]
-PNG_KINDS = ("training_curves", "confusion_matrix", "roc_pr_curves", "reliability_diagram", "test_examples")
+PNG_KINDS = ("training_curves", "confusion_matrix", "roc_pr_curves", "reliability_diagram", "test_examples",
+             "gradcam_examples")
 
 
 def fake_run(root, class_names, dataset, per_class=8, phases=False):
-    """What prepare, train and evaluate leave behind, without TensorFlow: random images, noisy
-    probabilities that favour the true class, a short history."""
+    """What prepare, train and evaluate leave behind: random images, noisy probabilities that
+    favour the true class, a short history, a random-weight model (for the Grad-CAM figure)."""
+    from tiny_model import save_tiny_model
     rng = np.random.default_rng(0)
     n = len(class_names)
     splits = {}
@@ -53,6 +55,7 @@ def fake_run(root, class_names, dataset, per_class=8, phases=False):
                 live.log_metric(name, value)
             live.next_step()
     write_json(metrics_dir / "train_full.json", {"epochs_run": 6, "best_epoch": 5, "stopped_early": False})
+    save_tiny_model(root / "models" / "model.keras", classes=class_names, size=28)
     return load_params("params.yaml", {"evaluate.bootstrap": 20})
 
 
@@ -63,7 +66,7 @@ def fake_run(root, class_names, dataset, per_class=8, phases=False):
 def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path, class_names, dataset):
     params = fake_run(tmp_path, class_names, dataset, phases=len(class_names) == 7)
     render_all(params, tmp_path / "data" / "prepared", tmp_path / "metrics", tmp_path / "plots",
-               tmp_path / "dvclive")
+               tmp_path / "dvclive", model_path=tmp_path / "models" / "model.keras")
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(PLOT_FILES)
     for kind in PNG_KINDS:
         with Image.open(tmp_path / "plots" / f"{kind}.png") as image:

@@ -19,21 +19,23 @@ CLASSES = ["benign keratosis", "melanocytic nevi", "melanoma"]
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 
 
-def tiny_params(**overrides):
-    values = {"model": "cnn", "models.cnn.image_size": SIZE, "models.cnn.filters": [4, 8],
+def tiny_params(size: int = SIZE, **overrides):
+    values = {"model": "cnn", "models.cnn.image_size": size, "models.cnn.filters": [4, 8],
               "models.cnn.dense_units": 8, "data.workers": 1, **overrides}
     return load_params(ROOT / "params.yaml", overrides=values)
 
 
-def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0) -> Path:
+def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0, size: int = SIZE, model=None) -> Path:
+    """`model`: a CNN built from tiny_params(size) (e.g. trained); default a random-weight one."""
     import keras
 
     from skinsage.model.architectures import build_cnn
 
-    params = tiny_params()
-    keras.utils.set_random_seed(seed)
-    model = build_cnn(len(classes), params.model_params)
-    data = PreparedData(class_names=list(classes), dataset="generated test images", image_size=SIZE,
+    params = tiny_params(size)
+    if model is None:
+        keras.utils.set_random_seed(seed)
+        model = build_cnn(len(classes), params.model_params)
+    data = PreparedData(class_names=list(classes), dataset="generated test images", image_size=size,
                         splits={})
     summary = {"epochs_run": 1, "best_epoch": 1, "stopped_early": False, "best_val_loss": 1.1,
                "best_val_accuracy": 0.4, "train_seconds": 0.1}

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..data.images import ImageError, is_os_clutter, load_image
+from ..data.images import ImageError, is_os_clutter, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
 from ..model.inference import TTA_CHOICES, predict_probabilities
 from ..model.model_file import check_metadata, check_network, inference_settings
@@ -50,6 +50,22 @@ class Prediction:
         return {"path": self.source, "label": self.label, "probability": self.probability,
                 "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
                 "probabilities": dict(self.probabilities), "image_size": self.image_size}
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """Grad-CAM of one image: why the model gave `explained` the score it did."""
+
+    prediction: Prediction
+    explained: str           # the class the map is for: the predicted one unless asked otherwise
+    heatmap: np.ndarray      # (h, w) float32 in [0, 1] at the conv block's resolution
+    layer: str               # the layer the map comes from
+    photo: np.ndarray        # (H, W, 3) uint8, the input as people see it (oriented, own aspect)
+    overlay: np.ndarray      # (H, W, 3) uint8, the map stretched over the photo
+
+    def to_dict(self) -> dict:
+        return {**self.prediction.to_dict(), "explained_class": self.explained, "layer": self.layer,
+                "heatmap_shape": list(self.heatmap.shape)}
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class Classifier:
         if tta is not None and tta not in TTA_CHOICES:
             raise PredictError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
         self.tta = tta or inference_settings(metadata, where)["tta"]
+        self._grad_cam = None  # built by the first explain()
 
     @classmethod
     def load(cls, path: str | Path, tta: str | None = None) -> "Classifier":
@@ -115,6 +132,40 @@ class Classifier:
         sources = [str(item) if isinstance(item, (str, os.PathLike)) else None for item in items]
         results = self._predict_arrays(arrays, sources, top_k, batch_size)
         return results[0] if single else results
+
+    def explain(self, source, class_name: str | None = None, top_k: int = DEFAULT_TOP_K,
+                max_side: int | None = None) -> Explanation:
+        """Grad-CAM of one image (path, Pillow image or uint8 array) for `class_name`, else for the
+        predicted class; with the model's TTA, like its probabilities. `max_side` shrinks the
+        returned photo and overlay (not the model's input)."""
+        from ..model.gradcam import overlay
+
+        if class_name is not None and class_name not in self.classes:
+            raise PredictError(f"unknown class {class_name!r}; the model's classes: "
+                               f"{', '.join(self.classes)}")
+        array = self.prepare(source)
+        target = None if class_name is None else self.classes.index(class_name)
+        result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta)
+        source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
+        prediction = self._result(result.probabilities[0], source_name, top_k)
+        photo = self._photo(source, max_side)
+        return Explanation(prediction=prediction, explained=self.classes[result.class_indices[0]],
+                           heatmap=result.maps[0], layer=result.layer, photo=photo,
+                           overlay=overlay(photo, result.maps[0]))
+
+    @property
+    def grad_cam(self):
+        """The model's Grad-CAM (built on first use, then reused)."""
+        if self._grad_cam is None:
+            from ..model.gradcam import GradCam
+            self._grad_cam = GradCam(self.model, name=self.path or "model")
+        return self._grad_cam
+
+    @staticmethod
+    def _photo(source, max_side: int | None) -> np.ndarray:
+        if isinstance(source, np.ndarray):
+            source = _array_to_image(source)
+        return load_photo(source, max_side)
 
     def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:

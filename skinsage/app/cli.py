@@ -1,4 +1,4 @@
-"""The `skinsage` command (also `python -m skinsage`): predict, evaluate, info.
+"""The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info, serve.
 
 Parsing and printing only: the work is done by `Classifier` (classifier.py), evaluation_data.py
 and the evaluate stage's scoring, all through the model's one inference path.
@@ -16,6 +16,7 @@ from .. import __version__
 from ..errors import SkinSageError
 
 DEFAULT_MODEL = "models/model.keras"
+EXPLANATIONS_FILE = "explanations.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     _tta_option(predict)
     predict.set_defaults(run=run_predict)
 
+    explain = commands.add_parser("explain", help="Grad-CAM heat maps: where the model looked",
+                                  description=(
+        "Grad-CAM (Selvaraju et al. 2017) of the model's last convolutional block, for the predicted "
+        "class or --class, overlaid on each photo: writes <name>_gradcam.png per image and "
+        f"{EXPLANATIONS_FILE} (top-k classes per image) to --out."))
+    _model_option(explain)
+    explain.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    explain.add_argument("--out", required=True, help="folder for the overlays and the JSON")
+    explain.add_argument("--class", dest="class_name", metavar="NAME",
+                         help="explain this class instead of the predicted one")
+    explain.add_argument("--top-k", type=_positive, default=3, help="classes listed per image (default 3)")
+    _tta_option(explain)
+    explain.set_defaults(run=run_explain)
+
     evaluate = commands.add_parser("evaluate", help="metrics of the model on labelled images",
                                    description=(
         "The evaluate stage's metrics on labelled data: a folder with one sub-folder per class "
@@ -84,7 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     _model_option(info)
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.set_defaults(run=run_info)
+
+    serve = commands.add_parser("serve", help="a local web page: upload a photo, see classes and Grad-CAM",
+                                description="Serve one web page to try the model on photos (top classes "
+                                            "and the Grad-CAM overlay). No authentication: keep it local.")
+    _model_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.set_defaults(run=run_serve)
     return parser
+
+
+def run_serve(args) -> int:
+    try:
+        from .server import serve
+        import fastapi, python_multipart, uvicorn  # noqa: E401, F401  all three serve uploads
+    except ImportError as err:
+        raise SkinSageError(f"`skinsage serve` needs {err.name}: pip install -r requirements.txt") from None
+    serve(args.model, args.host, args.port)
+    return 0
 
 
 def run_predict(args) -> int:
@@ -115,6 +148,56 @@ def run_predict(args) -> int:
     else:
         print(predictions_json(clf, predictions, skipped))
     return 0
+
+
+def run_explain(args) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..data.images import ImageError
+    from ..fileio import atomic_path, write_json
+    from .classifier import Classifier, PredictError, collect_images
+
+    found = collect_images(args.inputs)
+    _report_skipped(found.problems)
+    if not found.files:
+        raise PredictError("no image files to explain")
+    clf = Classifier.load(args.model, tta=args.tta)
+    out, records, skipped = Path(args.out), [], []
+    out.mkdir(parents=True, exist_ok=True)
+    names = _overlay_names(found.files)
+    for path in found.files:
+        try:
+            explanation = clf.explain(path, args.class_name, args.top_k)
+        except ImageError as err:
+            skipped.append((str(path), str(err).removeprefix(f"{path}: ")))
+            continue
+        with atomic_path(out / names[path]) as tmp:
+            Image.fromarray(explanation.overlay).save(tmp, format="PNG")
+        records.append({**explanation.to_dict(), "overlay": names[path]})
+        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}); "
+              f"map of {explanation.explained} -> {out / names[path]}")
+    _report_skipped(skipped)
+    if not records:
+        raise PredictError(f"none of the {len(found.files)} file(s) could be read as an image")
+    write_json(out / EXPLANATIONS_FILE, {"model": clf.path, "tta": clf.tta, "layer": records[0]["layer"],
+                                        "images": records,
+                                        "skipped": [{"path": p, "reason": r} for p, r in skipped]})
+    print(f"wrote {len(records)} overlay(s) and {out / EXPLANATIONS_FILE}")
+    return 0
+
+
+def _overlay_names(files) -> dict:
+    """<stem>_gradcam.png per file; a stem seen before gets _2, _3 ... (photos from two folders)."""
+    names, used = {}, set()
+    for path in files:
+        stem, n = path.stem, 1
+        while (name := f"{stem}{'' if n == 1 else f'_{n}'}_gradcam.png") in used:
+            n += 1
+        used.add(name)
+        names[path] = name
+    return names
 
 
 def run_evaluate(args) -> int:
@@ -207,6 +290,13 @@ def _positive(text: str) -> int:
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {value}")
     return value
 
 

@@ -68,6 +68,25 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
         raise ImageError(f"{path}: corrupt or truncated image ({err})") from None
 
 
+def load_photo(source: str | Path | Image.Image, max_side: int | None = None) -> np.ndarray:
+    """The photo as people see it: EXIF-oriented RGB uint8 at its own size and aspect (shrunk to
+    `max_side` on its longer side if given), for drawing explanations over. Opened with the same
+    format allow-list and memory bound as `load_image`, whose checks and messages callers meet
+    first (they prepare the model input before this)."""
+    if not isinstance(source, Image.Image):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels decides
+            with Image.open(source, formats=OPEN_FORMATS) as image:
+                if max_side:
+                    image.draft("RGB", (max_side, max_side))
+                _check_pixels(image)
+                return load_photo(image, max_side)
+    image = _to_rgb(ImageOps.exif_transpose(source))
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), RESIZE_FILTER)
+    return np.asarray(image, dtype=np.uint8)
+
+
 def _check_regular_file(path: Path) -> None:
     """Refuse what is not a regular file before opening it: opening a FIFO blocks forever."""
     mode = path.stat().st_mode

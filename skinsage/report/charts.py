@@ -36,6 +36,7 @@ def figure_size(kind: str, num_classes: int) -> tuple[float, float]:
         "roc_pr_curves": (12.0, 7.5),
         "reliability_diagram": (7.0, 7.5),
         "test_examples": (GRID_COLUMNS * 1.9 + 2.2, num_classes * 2.2 + 1.0),
+        "gradcam_examples": (4 * 2.1 + 2.6, num_classes * 2.3 + 1.6),
     }[kind]
 
 
@@ -230,3 +231,39 @@ def select_examples(predictions: list[dict], class_names: list[str], per_row: in
         n_right = min(len(right), per_row - n_wrong)
         rows.append(right[:n_right] + wrong[:n_wrong])
     return rows
+
+
+def plot_gradcam_examples(rows: list[dict], path: str | Path, title: str, layer: str | None = None) -> None:
+    """Per true class: a correct test image and the most confident mistake, each beside its Grad-CAM
+    overlay for the class the model predicted (from report.explanations.explain_examples)."""
+    fig = _figure("gradcam_examples", len(rows))
+    axes = np.atleast_2d(fig.subplots(len(rows), 4, squeeze=False))
+    headers = ("correct", "Grad-CAM", "most confident mistake", "Grad-CAM")
+    for r, row in enumerate(rows):
+        for c, kind in enumerate(("correct", "wrong")):
+            _draw_gradcam_pair(axes[r][2 * c], axes[r][2 * c + 1], row[kind], kind == "wrong")
+        axes[r][0].set_ylabel(wrap(row["class"], 16), fontsize=9, rotation=0, ha="right", va="center",
+                              labelpad=8)
+    for ax, header in zip(axes[0], headers):
+        ax.text(0.5, 1.25, header, transform=ax.transAxes, ha="center", va="bottom", fontsize=9,
+                fontweight="bold")
+    where = f" of {layer}" if layer else ""
+    fig.suptitle(f"{title}\nrows: true class · heat map{where} for the predicted class (red = most "
+                 "evidence) · in brackets: its probability", fontsize=11)
+    _save(fig, path)
+
+
+def _draw_gradcam_pair(image_ax, map_ax, drawn: dict | None, wrong: bool) -> None:
+    for ax in (image_ax, map_ax):
+        ax.set(xticks=[], yticks=[])
+    if drawn is None:
+        map_ax.axis("off")
+        image_ax.set(frame_on=False)
+        image_ax.text(0.5, 0.5, "no mistakes" if wrong else "none correct", ha="center", va="center",
+                      fontsize=8, transform=image_ax.transAxes)
+        return
+    pick = drawn["pick"]
+    _draw_example(image_ax, drawn["image"], pick)
+    map_ax.imshow(drawn["overlay"], interpolation="antialiased")
+    map_ax.set_title(f"map: {wrap(pick['predicted'], 20)}", fontsize=8,
+                     color=ERROR_COLOUR if wrong else CORRECT_COLOUR)

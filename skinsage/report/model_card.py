@@ -11,7 +11,9 @@ FIGURES = (("training_curves.png", "Training curves (loss and accuracy per epoch
            ("confusion_matrix.png", "Confusion matrix on the test split (counts and recall per class)"),
            ("roc_pr_curves.png", "ROC and precision-recall curves per class (test split)"),
            ("reliability_diagram.png", "Reliability diagram (test split)"),
-           ("test_examples.png", "Test images with true and predicted classes"))
+           ("test_examples.png", "Test images with true and predicted classes"),
+           ("gradcam_examples.png", "Grad-CAM: where the model found evidence for its answer, per class "
+                                    "a correct and the most confident wrong test image"))
 def model_card(*, params: Params, labels: dict, data: dict, train: dict, evaluation: dict,
                per_class: dict) -> str:
     """Markdown from the pipeline's outputs: labels.json, metrics/{data,train,eval,per_class}.json."""

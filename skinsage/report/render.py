@@ -10,17 +10,18 @@ from ..fileio import read_json, write_text
 from ..params import Params
 from ..prepared import load_labels, load_split
 from ..train.history import LIVE_DIR, read_history
-from .charts import (plot_confusion_matrix, plot_prediction_grid, plot_reliability_diagram,
-                     plot_roc_pr_curves, plot_training_curves)
+from .charts import (plot_confusion_matrix, plot_gradcam_examples, plot_prediction_grid,
+                     plot_reliability_diagram, plot_roc_pr_curves, plot_training_curves)
+from .explanations import explain_examples, select_gradcam_examples
 from .model_card import model_card
 
 PLOT_FILES = ("training_curves.png", "confusion_matrix.png", "roc_pr_curves.png",
-              "reliability_diagram.png", "test_examples.png", "report.md")
+              "reliability_diagram.png", "test_examples.png", "gradcam_examples.png", "report.md")
 
 
 def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
                metrics_dir: str | Path = "metrics", out_dir: str | Path = "plots",
-               live_dir: str | Path = LIVE_DIR) -> None:
+               live_dir: str | Path = LIVE_DIR, model_path: str | Path = "models/model.keras") -> None:
     prepared, metrics, out = Path(prepared_dir), Path(metrics_dir), Path(out_dir)
     labels = load_labels(prepared)
     name = labels["dataset"]
@@ -37,9 +38,13 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
     plot_reliability_diagram(read_rows(metrics / "calibration.csv"), evaluation.get("ece"),
                              params.evaluate.ece_bins, out / "reliability_diagram.png",
                              f"Test calibration: {name}")
-    plot_prediction_grid(load_split(prepared, "test").images, read_predictions(metrics / "predictions.csv"),
-                         matrix["classes"], out / "test_examples.png", f"Test images: {name}",
-                         seed=params.seed)
+    test_images, predictions = load_split(prepared, "test").images, read_predictions(metrics / "predictions.csv")
+    plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
+                         f"Test images: {name}", seed=params.seed)
+    rows, layer = explain_examples(model_path, test_images, select_gradcam_examples(predictions, matrix["classes"]),
+                            matrix["classes"])
+    plot_gradcam_examples(rows, out / "gradcam_examples.png", f"Grad-CAM on test images: {name}",
+                          layer=layer)
     write_text(out / "report.md", model_card(params=params, labels=labels,
                                              data=read_json(metrics / "data.json"), train=train,
                                              evaluation=evaluation, per_class=per_class))
