@@ -43,9 +43,12 @@ def serving_model(model, tta: str):
     (image,) = model.inputs
     inputs = keras.Input(tuple(image.shape[1:]), dtype=image.dtype, name="image")
     ops = keras.ops
-    views = [inputs, ops.flip(inputs, axis=2), ops.flip(inputs, axis=1),
-             ops.flip(ops.flip(inputs, axis=1), axis=2)]
-    outputs = keras.layers.Average(name="tta_mean")([model(view) for view in views])
+    # the four views stacked along the batch: one call of the network, so converters keep one
+    # copy of its weights (four calls duplicated them in the .tflite) and run one bigger batch
+    views = ops.concatenate([inputs, ops.flip(inputs, axis=2), ops.flip(inputs, axis=1),
+                             ops.flip(ops.flip(inputs, axis=1), axis=2)], axis=0)
+    probabilities = model(views)
+    outputs = ops.mean(ops.reshape(probabilities, (4, -1, probabilities.shape[-1])), axis=0)
     return keras.Model(inputs, outputs, name=SERVING_NAME)
 
 
