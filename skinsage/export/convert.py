@@ -98,13 +98,23 @@ def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str
     else:
         with atomic_dir(out) as tmp:
             write_saved_model(serving, size, tmp)
-    verification = verify(model, tta, out, fmt, quantize, calibration, size)
+    try:
+        verification = verify(model, tta, out, fmt, quantize, calibration, size)
+    except ExportError:
+        _remove(out)  # a file that disagrees with Keras must not be left for anyone to use
+        raise
     sidecar = sidecar_path(out)
     write_json(sidecar, {**metadata, "export": {
         "format": EXPORT_FORMAT, "target": fmt, "quantize": quantize, "tta_in_graph": tta,
         "source": source, "calibration_images": 0 if calibration is None else len(calibration),
         "verification": verification, **_versions()}})
     return ExportResult(out, sidecar, verification)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _archive(serving, size: int, folder: str) -> None:
