@@ -98,14 +98,22 @@ class Classifier:
         if tta is not None and tta not in TTA_CHOICES:
             raise PredictError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
         self.tta = tta or inference_settings(metadata, where)["tta"]
+        # An exported file may average the flips inside its graph: then Python must not do it again
+        in_graph = getattr(model, "tta_in_graph", "none")
+        if in_graph == "flips" and self.tta == "none":
+            raise PredictError(f"{where}: this exported model applies flips TTA inside its graph "
+                               "and cannot run without it; use the .keras model for TTA none")
+        self.runtime_tta = "none" if in_graph == "flips" else self.tta
         self._grad_cam = None  # built by the first explain()
 
     @classmethod
     def load(cls, path: str | Path, tta: str | None = None) -> "Classifier":
-        """Read a `.keras` file written by `train` (Keras safe mode: the file cannot run code)."""
+        """Read a `.keras` file written by `train` (Keras safe mode: the file cannot run code), or a
+        file written by `skinsage export` (.tflite, .onnx, SavedModel folder) with its side JSON."""
+        from ..export.runtime import exported_format, load_exported
         from ..model.model_file import load_model
 
-        model, metadata = load_model(path)
+        model, metadata = load_exported(path) if exported_format(path) else load_model(path)
         return cls(model, metadata, str(path), tta=tta)
 
     @property
@@ -157,7 +165,12 @@ class Classifier:
     def grad_cam(self):
         """The model's Grad-CAM (built on first use, then reused)."""
         if self._grad_cam is None:
+            import keras
+
             from ..model.gradcam import GradCam
+            if not isinstance(self.model, keras.Model):  # an exported runtime has no gradients
+                raise PredictError(f"{self.path or 'model'}: Grad-CAM needs the .keras model (it takes "
+                                   "gradients); exported .tflite/.onnx files only predict")
             self._grad_cam = GradCam(self.model, name=self.path or "model")
         return self._grad_cam
 
@@ -170,7 +183,7 @@ class Classifier:
     def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
         exactly what the `evaluate` stage scores for them."""
-        return predict_probabilities(self.model, images, batch_size, self.tta)
+        return predict_probabilities(self.model, images, batch_size, self.runtime_tta)
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = DEFAULT_TOP_K,
                       batch_size: int = BATCH_SIZE) -> Iterator[FileOutcome]:

@@ -1,4 +1,4 @@
-"""The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info, serve.
+"""The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info, export, serve.
 
 Parsing and printing only: the work is done by `Classifier` (classifier.py), evaluation_data.py
 and the evaluate stage's scoring, all through the model's one inference path.
@@ -99,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     _model_option(info)
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.set_defaults(run=run_info)
+
+    export = commands.add_parser("export", help="write the model as LiteRT, ONNX or a TF SavedModel",
+                                 description=(
+        "A self-contained file: uint8 RGB images in, class probabilities out, with preprocessing, "
+        "logit adjustment and the model's TTA inside; class names and metadata in FILE.json. "
+        "The file is checked against Keras before the command succeeds."))
+    _model_option(export)
+    export.add_argument("--format", required=True, choices=("litert", "onnx", "saved_model"))
+    export.add_argument("--quantize", default="none", choices=("none", "float16", "int8"), help=(
+        "none (default); float16 weights; int8 weights and activations, calibrated on training "
+        "images (LiteRT only)"))
+    export.add_argument("--calibration", metavar="DIR", help=(
+        "a folder written by `prepare`: int8 calibrates on its train.npz (default data/prepared); "
+        "also the images the export is checked on"))
+    export.add_argument("--out", required=True,
+                        help="the file to write (.tflite for litert, .onnx for onnx, a folder for saved_model)")
+    export.set_defaults(run=run_export)
 
     serve = commands.add_parser("serve", help="a local web page: upload a photo, see classes and Grad-CAM",
                                 description="Serve one web page to try the model on photos (top classes "
@@ -218,7 +235,7 @@ def run_evaluate(args) -> int:
     data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
                          renames=_parse_maps(args.map), workers=args.workers)
     _report_skipped(data.skipped, at_most=10)
-    metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.tta,
+    metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         bootstrap=bootstrap, seed=seed, **ece)
     print(f"{model_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
     if args.out:
@@ -235,10 +252,31 @@ def run_info(args) -> int:
     from .console import info_text
     from .model_info import model_info
 
-    metadata = read_metadata(args.model)  # no need to load the network to describe it
+    from ..export.runtime import exported_format, read_sidecar
+
+    # no need to load the network to describe it
+    metadata = read_sidecar(args.model) if exported_format(args.model) else read_metadata(args.model)
     check_metadata(metadata, args.model)
     info = model_info(args.model, metadata)
     print(json.dumps(info, indent=2) if args.format == "json" else info_text(info))
+    return 0
+
+
+def run_export(args) -> int:
+    from ..export.convert import calibration_images, check_request, export_model
+    from ..model.model_file import load_model
+
+    check_request(args.format, args.quantize, args.out)  # before loading anything
+    _check_out(args.out)
+    model, metadata = load_model(args.model)
+    calibration = args.calibration or ("data/prepared" if args.quantize == "int8" else None)
+    images = calibration and calibration_images(calibration, metadata["image_size"])
+    result = export_model(model, metadata, args.out, args.format, args.quantize,
+                          calibration=None if images is None else images, source=args.model)
+    check = result.verification
+    print(f"wrote {result.path} and {result.sidecar}\n"
+          f"checked against Keras on {check['images']} {check['data']} images: top-1 agreement "
+          f"{check['top1_agreement']:.2%}, max |Δp| {check['max_abs_diff']:.2g}")
     return 0
 
 

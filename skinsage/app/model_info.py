@@ -39,6 +39,7 @@ def model_info(path: str | Path, metadata: dict) -> dict:
         "train_summary": metadata.get("train_summary"),
         "test_metrics": metrics,
         "test_metrics_source": metrics_source,
+        "export": metadata.get("export"),  # target, quantisation, check against Keras (exports only)
     }
 
 

@@ -1,0 +1,150 @@
+"""Running an exported file as `Classifier` runs a Keras model: each adapter has `input_shape`,
+`output_shape` and `predict_on_batch(uint8 images) -> probabilities`, so `inference.
+predict_probabilities` (the one inference path) and `model_file.check_network` work unchanged.
+
+The metadata comes from the side JSON written by `convert.export_model`; `tta_in_graph` on the
+adapter tells `Classifier` not to apply test-time augmentation a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..model.model_file import MAX_METADATA_BYTES, ModelFileError, check_metadata, check_network
+from .convert import EXPORT_FORMAT, SUFFIXES, sidecar_path
+
+EXPORTED_SUFFIXES = {suffix: fmt for fmt, suffix in SUFFIXES.items() if suffix}
+
+
+def exported_format(path: str | Path) -> str | None:
+    """"litert", "onnx" or "saved_model" when `path` is an exported model, else None (.keras)."""
+    path = Path(path)
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        return EXPORTED_SUFFIXES[path.suffix.lower()]
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return "saved_model"
+    return None
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The metadata exported beside `path` (checked like a .keras file's)."""
+    side = sidecar_path(path)
+    if not Path(path).exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if not side.is_file():
+        raise ModelFileError(f"{path}: no {side.name} beside it (class names, input size); "
+                             "export the model with `skinsage export`, which writes both")
+    if side.stat().st_size > MAX_METADATA_BYTES:
+        raise ModelFileError(f"{side}: larger than {MAX_METADATA_BYTES // 2**20} MiB; not a file "
+                             "`skinsage export` wrote")
+    try:
+        metadata = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{side}: not valid JSON ({err})") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("export"), dict) \
+            or metadata["export"].get("format") != EXPORT_FORMAT:
+        raise ModelFileError(f"{side}: not SkinSage export metadata (expected format {EXPORT_FORMAT})")
+    check_metadata(metadata, str(side))
+    return metadata
+
+
+def load_exported(path: str | Path):
+    """(runner, metadata) for an exported file, the network checked against its metadata."""
+    metadata = read_sidecar(path)
+    fmt = exported_format(path)
+    if metadata["export"].get("target") != fmt:
+        raise ModelFileError(f"{sidecar_path(path)}: describes a {metadata['export'].get('target')} "
+                             f"export, but {path} is {fmt}")
+    runner = open_runner(path, fmt, tta_in_graph=metadata["export"].get("tta_in_graph", "none"))
+    check_network(runner, metadata, str(path))
+    return runner, metadata
+
+
+def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none"):
+    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner, "saved_model": SavedModelRunner}
+    try:
+        runner = runners[fmt](path)
+    except ImportError as err:
+        raise ModelFileError(f"{path}: running {fmt} files needs {err.name}; install it with "
+                             "`pip install skinsage[export]`") from None
+    except (ValueError, RuntimeError, OSError) as err:
+        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({str(err).strip()[:300]})") from None
+    runner.tta_in_graph = tta_in_graph
+    return runner
+
+
+def _shape(dims) -> tuple:
+    return tuple(None if d is None or not isinstance(d, (int, np.integer)) or d < 0 else int(d)
+                 for d in dims)
+
+
+def _uint8(images: np.ndarray) -> np.ndarray:
+    if images.dtype != np.uint8:
+        raise ValueError(f"exported models take uint8 images, got {images.dtype}")
+    return np.ascontiguousarray(images)
+
+
+class LiteRTRunner:
+    """A .tflite file in `ai-edge-litert` (else TensorFlow's bundled interpreter)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # TensorFlow still bundles the same interpreter
+            import tensorflow as tf
+            Interpreter = tf.lite.Interpreter
+        # all cores, like Keras; the interpreter's default may be a single thread
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self.input_shape = _shape(self._input["shape_signature"])
+        self.output_shape = _shape(self._output["shape_signature"])
+        self._batch_shape = None
+
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+        images = _uint8(images)
+        if images.shape != self._batch_shape:  # resizing re-plans memory: only when it changes
+            self._interpreter.resize_tensor_input(self._input["index"], images.shape)
+            self._interpreter.allocate_tensors()
+            self._batch_shape = images.shape
+        self._interpreter.set_tensor(self._input["index"], images)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"]).copy()
+
+
+class OnnxRunner:
+    """An .onnx file in ONNX Runtime (CPU)."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        self._session = onnxruntime.InferenceSession(str(path), options,
+                                                     providers=["CPUExecutionProvider"])
+        (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
+        self._name = inp.name
+        self.input_shape, self.output_shape = _shape(inp.shape), _shape(out.shape)
+
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._name: _uint8(images)})[0]
+
+
+class SavedModelRunner:
+    """A SavedModel folder's `serve` signature in TensorFlow."""
+
+    def __init__(self, path: str | Path):
+        import tensorflow as tf
+
+        self._loaded = tf.saved_model.load(str(path))  # owns the variables: keep it alive
+        concrete = self._loaded.serve.get_concrete_function()
+        (spec,) = self._loaded.serve.input_signature
+        self.input_shape = _shape(spec.shape)
+        self.output_shape = _shape(concrete.structured_outputs.shape)
+
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._loaded.serve(_uint8(images)).numpy()
