@@ -214,3 +214,9 @@ def test_cli_export_then_predict_and_evaluate_the_file(capsys, trained, data, tm
     expected = Classifier.load(trained / "flips.keras").probabilities(test.images).argmax(1)
     assert report["tta"] == "flips"
     assert abs(report["metrics"]["accuracy"] - np.mean(expected == test.labels)) <= 0.01
+
+
+def test_grad_cam_on_an_exported_file_is_refused_clearly(data, exported):
+    clf = Classifier.load(exported("litert"))
+    with pytest.raises(PredictError, match="Grad-CAM needs the .keras model"):
+        clf.explain(data.splits["test"].images[0])
