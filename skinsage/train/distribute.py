@@ -92,6 +92,7 @@ def make_strategy(mode: str):
         return None
     if resolved == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _patch_keras_multi_worker_mean()
     else:
         strategy = tf.distribute.MirroredStrategy(devices=mirrored_devices())
     log.info(f"distribute: {resolved} ({type(strategy).__name__}), {strategy.num_replicas_in_sync} "
@@ -122,11 +123,57 @@ def local_copy(model, strategy):
     predicting with it needs no collectives. Without a strategy the model itself."""
     if strategy is None:
         return model
-    import keras
-
-    copy = keras.Model.from_config(model.get_config())
+    copy = type(model).from_config(model.get_config())  # Sequential or functional, as built
     copy.set_weights(model.get_weights())
     return copy
+
+
+def patch_symbolic_build(model, strategy) -> None:
+    """Work around Keras 3.15 under MultiWorkerMirroredStrategy: before the first step, fit and
+    evaluate reduce the whole (images, labels) batch with a single strategy.reduce, which MWMS
+    refuses ("ValueError: Attempt to convert a value (PerReplica:{...}) with an unsupported type
+    ... to a Tensor"). That build only needs the batch's shapes and dtypes, so this model builds
+    from this worker's local batch instead: no collective, identical on every worker."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build  # this instance only; Keras' private hook (pinned 3.15.1)
+
+
+def _patch_keras_multi_worker_mean() -> None:
+    """Work around Keras 3.15 under MultiWorkerMirroredStrategy: each train/test step averages its
+    scalar logs (loss, metrics) across workers with strategy.reduce("MEAN", value, axis=0), which
+    fails for a scalar ("ValueError: Invalid reduction dimension 0 for input with 0 dimensions";
+    tensorflow/tensorflow#72388). A mean over the replicas (axis=None) is what is meant; every
+    worker still calls the same collective in the same order. Other reductions are Keras' own."""
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "skinsage_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return trainer.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.skinsage_patched = True
+    trainer.reduce_per_replica = reduce_per_replica  # looked up by name when a step is traced
 
 
 def set_precision(mode: str) -> str:

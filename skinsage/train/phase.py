@@ -37,7 +37,7 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     (the model must have been built in it too)."""
     import keras
 
-    from .distribute import scope
+    from .distribute import patch_symbolic_build, scope
 
     batches = _batches_per_epoch(train)
     steps = epochs * batches
@@ -55,6 +55,7 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
             train = mixup_dataset(train, mixup, seed)
         kind = keras.losses.CategoricalFocalCrossentropy if loss == "focal" else keras.losses.CategoricalCrossentropy
         loss_fn = kind(label_smoothing=label_smoothing)
+    patch_symbolic_build(model, strategy)
     with scope(strategy):  # the optimizer's slots become mirrored variables too
         model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
                       loss=loss_fn, metrics=["accuracy"])
