@@ -24,6 +24,7 @@ from ..errors import SkinSageError
 log = logging.getLogger(__name__)
 
 MIXED_POLICY = "mixed_float16"
+STRATEGY_NAMES = {"mirrored": "MirroredStrategy", "multi_worker": "MultiWorkerMirroredStrategy"}
 
 
 class DistributeError(SkinSageError, RuntimeError):
@@ -95,7 +96,7 @@ def make_strategy(mode: str):
         _patch_keras_multi_worker_mean()
     else:
         strategy = tf.distribute.MirroredStrategy(devices=mirrored_devices())
-    log.info(f"distribute: {resolved} ({type(strategy).__name__}), {strategy.num_replicas_in_sync} "
+    log.info(f"distribute: {resolved} ({STRATEGY_NAMES[resolved]}), {strategy.num_replicas_in_sync} "
              f"replicas in sync; this process is {'the chief' if is_chief(config) else 'a worker (writes nothing)'}")
     return strategy
 
