@@ -109,6 +109,13 @@ def test_mirrored_over_two_logical_cpus_matches_one_device():
     assert mirrored["val_accuracy"] >= single["val_accuracy"] - TOLERANCE
 
 
+def test_resnet50_caches_features_per_worker_and_trains_both_phases_mirrored():
+    run = run_helper("mirrored", "2", "resnet50")
+    assert run["replicas"] == 2 and run["feature_caching"] is True
+    assert run["phases"] == ["fine_tune", "head"]
+    assert run["val_accuracy"] >= 0.9  # separable by brightness even with a random backbone
+
+
 # --- two processes, MultiWorkerMirroredStrategy, the real stage --------------------------------
 
 STAGE_PARAMS = {
