@@ -10,10 +10,28 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-export.txt requirements-nodeps.txt pyproject.toml
+# `make setup GPU=1`: tensorflow[and-cuda] (CUDA/cuDNN as pip wheels; Linux x86-64 + NVIDIA driver)
+# instead of tensorflow-cpu, at the same pinned version (rewritten from requirements.txt, so the pin
+# lives in one place). A marker records the variant: switching GPU=1 on or off reinstalls.
+GPU ?=
+VARIANT := $(VENV)/.variant-$(if $(GPU),gpu,cpu)
+
+$(VARIANT):
+	rm -f $(VENV)/.variant-* $(VENV)/.installed
+	mkdir -p $(VENV) && touch $@
+
+$(VENV)/.installed: requirements.txt requirements-export.txt requirements-nodeps.txt pyproject.toml $(VARIANT)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+ifeq ($(GPU),)
+	-$(BIN)/pip uninstall --quiet --yes tensorflow 2>/dev/null
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-export.txt
+else
+	-$(BIN)/pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null
+	sed 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' requirements.txt > $(VENV)/requirements-gpu.txt
+	grep -q '^tensorflow\[and-cuda\]==' $(VENV)/requirements-gpu.txt  # the pin was rewritten
+	$(BIN)/pip install --quiet -r $(VENV)/requirements-gpu.txt -r requirements-export.txt
+endif
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@

@@ -187,6 +187,8 @@ class TrainParams:
     mixup: float         # Beta(alpha, alpha) mixing of training image pairs; 0 = off
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
+    mixed_precision: Literal["auto", "off", "on"]  # auto: mixed_float16 only when a GPU is visible
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"]  # tf.distribute strategy (train/distribute.py)
 
 
 @dataclass(frozen=True)

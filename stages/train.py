@@ -1,4 +1,5 @@
-"""DVC stage `train`: data/prepared/ -> models/model.keras, metrics/train*.json, dvclive/ (per epoch, live)."""
+"""DVC stage `train`: data/prepared/ -> models/model.keras, metrics/train*.json, dvclive/ (per epoch, live).
+In a multi-worker run (TF_CONFIG) only the chief writes them; the other workers write nothing."""
 
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from skinsage.fileio import write_json  # noqa: E402
 from skinsage.model.model_file import save_model  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
 from skinsage.prepared import check_prepared_params, load_prepared  # noqa: E402
+from skinsage.train.distribute import is_chief  # noqa: E402
 from skinsage.train.history import LIVE_DIR  # noqa: E402
 from skinsage.train.trainer import headline_summary, model_metadata, train_model  # noqa: E402
 
@@ -20,6 +22,9 @@ def main() -> None:
     params = load_params("params.yaml")
     check_prepared_params(params, "data/prepared")  # params.yaml edited since prepare ran?
     data = load_prepared("data/prepared", splits=("train", "val"))
+    if not is_chief():  # another worker of a multi-worker run: trains in step, writes nothing
+        train_model(params, data)
+        return
     # dvc.yaml declares dvclive's files itself (dvcyaml=None keeps dvclive from rewriting it)
     with Live(LIVE_DIR, dvcyaml=None, save_dvc_exp=False) as live:
         model, _, summary = train_model(params, data, live=live)

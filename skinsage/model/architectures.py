@@ -40,7 +40,7 @@ def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
     model.add(keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image"))
     model.add(layers.Rescaling(1.0 / 255))
     if p.color_constancy == "shades_of_gray":
-        model.add(ShadesOfGray())
+        model.add(ShadesOfGray(dtype="float32"))  # x ** 6 of dark pixels underflows in float16
     for i, filters in enumerate(p.filters):
         for j in range(p.convs_per_block):
             stride = p.stem_stride if i == j == 0 else 1
@@ -53,7 +53,8 @@ def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
     model.add(layers.Flatten() if p.pooling == "flatten" else layers.GlobalAveragePooling2D())
     model.add(layers.Dense(p.dense_units, activation="relu"))
     model.add(layers.Dropout(p.dropout))
-    model.add(layers.Dense(num_classes, activation="softmax", name="probabilities"))
+    # float32 even under mixed precision: a float16 softmax rounds small probabilities to 0
+    model.add(layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32"))
     return model
 
 
@@ -68,7 +69,7 @@ def build_resnet50(num_classes: int, p: Resnet50Params) -> keras.Model:
     dense_name, dropout_name, output_name = HEAD_LAYERS
     x = layers.Dense(p.dense_units, activation="relu", name=dense_name)(x)
     x = layers.Dropout(p.dropout, name=dropout_name)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name=output_name)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name=output_name, dtype="float32")(x)  # as in build_cnn
     return keras.Model(inputs, outputs, name="skinsage_resnet50")
 
 

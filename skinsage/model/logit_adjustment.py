@@ -30,7 +30,8 @@ def adjust(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
 
 def with_adjustment(model: keras.Model, prior: np.ndarray, tau: float) -> keras.Model:
     """The model with a LogitAdjustment layer on its output (one flat graph, same layers)."""
-    outputs = LogitAdjustment(prior, tau, name="logit_adjustment")(model.outputs[0])
+    # float32 whatever the global dtype policy (mixed precision): the model's output stays float32
+    outputs = LogitAdjustment(prior, tau, name="logit_adjustment", dtype="float32")(model.outputs[0])
     # a one-element list of inputs would make the saved model's `input` a list: pass the tensor
     (inputs,) = model.inputs
     return keras.Model(inputs, outputs, name=model.name)

@@ -29,12 +29,13 @@ def arrays_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuf
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def image_datasets(params: Params, data):
+def image_datasets(params: Params, data, batch_size: int | None = None):
     """uint8 image batches: training (shuffled per epoch, augmented if `models.<model>.augment` asks) and
-    validation (never augmented)."""
+    validation (never augmented). `batch_size`: the global batch (default `train.batch_size`; under
+    a tf.distribute strategy, train.batch_size x replicas, split among the replicas)."""
     from .augment import augment_dataset
 
-    t = params.train
-    train = tf_dataset(data.splits["train"], t.batch_size, shuffle=True, seed=params.seed)
-    val = tf_dataset(data.splits["val"], t.batch_size)
+    batch_size = batch_size or params.train.batch_size
+    train = tf_dataset(data.splits["train"], batch_size, shuffle=True, seed=params.seed)
+    val = tf_dataset(data.splits["val"], batch_size)
     return augment_dataset(train, params.model_params.augment, params.seed), val

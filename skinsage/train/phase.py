@@ -30,11 +30,14 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
               early_stopping: EarlyStoppingParams, class_weight: dict | None,
               optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant",
               loss: str = "cross_entropy", label_smoothing: float = 0.0, mixup: float = 0.0,
-              seed: int = 0, live=None) -> PhaseResult:
+              seed: int = 0, live=None, strategy=None) -> PhaseResult:
     """Adam(W) + cross-entropy (sparse labels unless smoothing, focal loss or mixup need one-hot
     ones); early stopping restores the phase's best weights if asked. With a dvclive `live`, every
-    epoch is logged as it ends."""
+    epoch is logged as it ends. With a tf.distribute `strategy`, compile and fit run in its scope
+    (the model must have been built in it too)."""
     import keras
+
+    from .distribute import patch_symbolic_build, scope
 
     batches = _batches_per_epoch(train)
     steps = epochs * batches
@@ -52,8 +55,10 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
             train = mixup_dataset(train, mixup, seed)
         kind = keras.losses.CategoricalFocalCrossentropy if loss == "focal" else keras.losses.CategoricalCrossentropy
         loss_fn = kind(label_smoothing=label_smoothing)
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
-                  loss=loss_fn, metrics=["accuracy"])
+    patch_symbolic_build(model, strategy)
+    with scope(strategy):  # the optimizer's slots become mirrored variables too
+        model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
+                      loss=loss_fn, metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor=early_stopping.monitor, patience=early_stopping.patience,
         start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # see monitored_best
@@ -64,8 +69,9 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
 
         callbacks.append(epoch_logger(live, name))
     start = time.perf_counter()
-    fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                    class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
+    with scope(strategy):
+        fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+                        class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
     return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
 
 

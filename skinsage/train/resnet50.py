@@ -15,6 +15,7 @@ from ..model.architectures import FEATURES_LAYER, HEAD_LAYERS, ModelError
 from ..params import Params
 from ..prepared import PreparedData
 from .augment import augment_summary
+from .distribute import local_copy, replicas, scope
 from .inputs import arrays_dataset, image_datasets
 from .phase import PhaseResult, fit_phase, is_better, monitored_best, training_args
 
@@ -106,21 +107,22 @@ def compute_features(model, splits: dict, batch_size: int) -> dict[str, np.ndarr
 
 
 def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict | None,
-                   live=None) -> list[PhaseResult]:
+                   live=None, strategy=None) -> list[PhaseResult]:
     """The head phase, then fine-tuning if `fine_tune.epochs` > 0; the model ends with the best
-    weights of either phase (when early stopping restores best weights)."""
+    weights of either phase (when early stopping restores best weights). With a tf.distribute
+    `strategy` (the model built in its scope), both phases train distributed."""
     tune, es = params.model_params.fine_tune, params.train.early_stopping
     to_unfreeze = layers_to_unfreeze(model, tune.unfreeze) if tune.epochs else []  # fail before training
     set_trainable_backbone(model, [])
-    head = _head_phase(model, params, data, class_weight, live)
+    head = _head_phase(model, params, data, class_weight, live, strategy)
     if not tune.epochs:
         return [head]
     best_head_weights = model.get_weights() if es.restore_best_weights else None
     set_trainable_backbone(model, to_unfreeze)
     log.info(f"fine-tuning {len(to_unfreeze)} backbone layers from '{to_unfreeze[0].name}' up "
              f"(BatchNorm frozen), learning rate {tune.learning_rate:g}")
-    train, val = image_datasets(params, data)
-    fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, **{
+    train, val = image_datasets(params, data, params.train.batch_size * replicas(strategy))
+    fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, strategy=strategy, **{
         **training_args(params.train, params.seed, live), "epochs": tune.epochs,
         "learning_rate": tune.learning_rate})
     if best_head_weights is not None and not _improved(fine, head, es):
@@ -130,25 +132,32 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
 
 
 def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | None,
-                live=None) -> PhaseResult:
+                live=None, strategy=None) -> PhaseResult:
+    """Under a strategy, every worker computes the features of the full train and val splits
+    itself, with a local copy of the frozen backbone: no collectives and no shared cache to agree
+    on, at the price of duplicated (one-off) feature compute; then the head trains distributed."""
     t = params.train
-    fit_args = dict(class_weight=class_weight, **training_args(t, params.seed, live))
+    batch = t.batch_size * replicas(strategy)  # global batch
+    fit_args = dict(class_weight=class_weight, strategy=strategy, **training_args(t, params.seed, live))
     if params.model_params.augment.enabled:
         log.info(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
                  "every epoch runs the frozen backbone on new random variants")
-        train, val = image_datasets(params, data)
+        train, val = image_datasets(params, data, batch)
         result = fit_phase("head", model, train, val, **fit_args)
         result.notes = {"feature_caching": False}
         return result
     start = time.perf_counter()
-    features = compute_features(model, {name: data.splits[name] for name in ("train", "val")}, t.batch_size)
+    features = compute_features(local_copy(model, strategy), {name: data.splits[name] for name in ("train", "val")},
+                                t.batch_size)
     seconds = time.perf_counter() - start
     log.info(f"feature caching: backbone features of {sum(len(f) for f in features.values())} images "
              f"computed once in {seconds:.1f} s; the head trains on them")
     labels = {name: data.splits[name].labels for name in ("train", "val")}
-    train = arrays_dataset(features["train"], labels["train"], t.batch_size, shuffle=True, seed=params.seed)
-    val = arrays_dataset(features["val"], labels["val"], t.batch_size)
-    result = fit_phase("head", head_model(model), train, val, **fit_args)
+    train = arrays_dataset(features["train"], labels["train"], batch, shuffle=True, seed=params.seed)
+    val = arrays_dataset(features["val"], labels["val"], batch)
+    with scope(strategy):  # Keras binds a model to the strategy in scope when it is created
+        head = head_model(model)
+    result = fit_phase("head", head, train, val, **fit_args)
     result.seconds += seconds
     result.notes = {"feature_caching": True, "feature_seconds": round(seconds, 1)}
     return result

@@ -16,6 +16,7 @@ from ..model.model_file import FORMAT
 from ..params import EarlyStoppingParams, Params
 from ..prepared import PreparedData
 from .augment import augment_summary
+from .distribute import local_copy, make_strategy, replicas, scope, set_precision
 from .history import METRIC_COLUMNS
 from .inputs import image_datasets
 from .phase import PhaseResult, best_index, class_weights, fit_phase, monitored_best, training_args
@@ -42,25 +43,49 @@ def params_hash(params: Params) -> str:
 
 def train_model(params: Params, data: PreparedData, live=None):
     """Build and fit the selected model; returns (model, history rows, summary dict). A dvclive
-    `live` gets every epoch as it ends (what `dvc exp show` shows while training runs)."""
+    `live` gets every epoch as it ends (what `dvc exp show` shows while training runs).
+
+    `train.distribute` and `train.mixed_precision` apply to this call only: Keras' global dtype
+    policy is restored afterwards (the returned model keeps its layers' own policies)."""
+    import keras
+
+    # first: MultiWorkerMirroredStrategy must be created before any other TensorFlow op
+    strategy = make_strategy(params.train.distribute)
+    seed_everything(params.seed)
+    previous = keras.mixed_precision.global_policy()
+    set_precision(params.train.mixed_precision)
+    try:
+        return _train(params, data, live, strategy)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(params: Params, data: PreparedData, live, strategy):
     from ..model.architectures import build_model
 
-    seed_everything(params.seed)
     t = params.train
-    model = build_model(params.model, len(data.class_names), params.model_params)
+    with scope(strategy):  # the variables become the strategy's (mirrored) variables
+        model = build_model(params.model, len(data.class_names), params.model_params)
     weights = class_weights(data.splits["train"].labels, t.class_weight)
     if weights:
         log.info(f"class weights ({t.class_weight}): " + ", ".join(
                f"{data.class_names[c]} {w:.3f}" for c, w in weights.items()))
+    if strategy is not None:
+        log.info(f"global batch {t.batch_size * replicas(strategy)} = train.batch_size {t.batch_size} x "
+                 f"{replicas(strategy)} replicas; learning rate {t.learning_rate:g} as set (not scaled)")
     if params.model == "resnet50":
         from .resnet50 import train_resnet50
 
-        phases = train_resnet50(model, params, data, weights, live)
-        model = _without_optimizer(model)
+        phases = train_resnet50(model, params, data, weights, live, strategy)
+        model = _without_optimizer(model) if strategy is None else local_copy(model, strategy)
     else:
-        phases = [_train_cnn(model, params, data, weights, live)]
+        phases = [_train_cnn(model, params, data, weights, live, strategy)]
+        # after training every worker goes on alone: the tau sweep predicts without collectives
+        model = local_copy(model, strategy)
     history = history_rows(phases)
     summary = _summary(history, phases, t.early_stopping)
+    if strategy is not None:
+        summary["replicas"] = replicas(strategy)
     model, adjustment = _adjust_logits(model, params, data)
     return model, history, {**summary, **adjustment}
 
@@ -90,12 +115,14 @@ def _adjust_logits(model, params: Params, data: PreparedData):
     return with_adjustment(model, prior, tau), {"logit_adjustment_tau": tau, **record}
 
 
-def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None, live=None) -> PhaseResult:
+def _train_cnn(model, params: Params, data: PreparedData, weights: dict | None, live=None,
+               strategy=None) -> PhaseResult:
     t = params.train
     if params.model_params.augment.enabled:
         log.info(f"augmentation on: {augment_summary(params.model_params.augment)}")
-    train, val = image_datasets(params, data)
-    return fit_phase("train", model, train, val, class_weight=weights, **training_args(t, params.seed, live))
+    train, val = image_datasets(params, data, t.batch_size * replicas(strategy))
+    return fit_phase("train", model, train, val, class_weight=weights, strategy=strategy,
+                     **training_args(t, params.seed, live))
 
 
 def _without_optimizer(model):
