@@ -14,6 +14,7 @@ import sys
 
 from .. import __version__
 from ..errors import SkinSageError
+from ..params import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 
 DEFAULT_MODEL = "models/model.keras"
 EXPLANATIONS_FILE = "explanations.json"
@@ -324,44 +325,25 @@ def _parse_maps(pairs: list[str]) -> dict[str, str]:
     return renames
 
 
-def _positive(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number(low: int, high: int | None = None, what: str = ""):
+    """An argparse type: a whole number from `low` up to `high` (None: no upper bound)."""
+    def check(text: str) -> int:
+        value = _int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f"must be {what or ('at least ' + str(low) if low else '0 or more')}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}" if what
+                                             else f"must be at most {high:,}, got {value:,}")
+        return value
+    return check
 
 
-def _port(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _bootstrap(text: str) -> int:
-    from ..params import MAX_BOOTSTRAP
-
-    value = _non_negative(text)
-    if value > MAX_BOOTSTRAP:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_BOOTSTRAP:,}, got {value:,} "
-                                         "(1000 is the usual choice)")
-    return value
-
-
-def _batch_size(text: str) -> int:
-    from ..params import MAX_BATCH_SIZE
-
-    value = _positive(text)
-    if value > MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE:,}, got {value:,}")
-    return value
+_positive = _whole_number(1)
+_non_negative = _whole_number(0)
+_port = _whole_number(0, 65535, "a port number 0-65535")
+_batch_size = _whole_number(1, MAX_BATCH_SIZE)
+_bootstrap = _whole_number(0, MAX_BOOTSTRAP)
 
 
 def _int(text: str) -> int:
