@@ -199,6 +199,15 @@ class EvaluateParams:
     ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
 
 
+EXPORT_TARGETS = ("litert", "litert_float16", "litert_int8", "onnx")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    # what the optional `export` stage writes to models/exported; None or [] = nothing (the default)
+    formats: Optional[tuple[Literal["litert", "litert_float16", "litert_int8", "onnx"], ...]]
+
+
 @dataclass(frozen=True)
 class Params:
     model: Literal["cnn", "resnet50"]
@@ -207,6 +216,7 @@ class Params:
     models: ModelsParams
     train: TrainParams
     evaluate: EvaluateParams
+    export: ExportParams
 
     @property
     def model_params(self) -> CnnParams | Resnet50Params:
@@ -384,6 +394,8 @@ def _check_values(p: Params) -> None:
             _require(0 <= getattr(a, name) < 1, f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
         _require(0 <= a.rotation <= 180, f"models.{model}.augment.rotation: degrees, 0..180 (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
+    formats = p.export.formats or ()
+    _require(len(set(formats)) == len(formats), f"export.formats: a format is listed twice in {list(formats)}")
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")

@@ -96,7 +96,8 @@ def test_repository_params_load_with_every_value_typed_and_as_written():
         _assert_typed(key, value, hint)
         written = _raw_value(raw, key)
         optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        if written is None or (optional and isinstance(written, str) and written.lower() in ("none", "null")):
+        if written is None or (optional and (written == [] or isinstance(written, str)
+                                             and written.lower() in ("none", "null"))):
             assert value is None, key
         elif isinstance(written, bool) or isinstance(value, bool):
             assert value is written, key

@@ -115,6 +115,24 @@ def test_skinsage_predict_gives_the_probabilities_in_predictions_csv(project, tm
         assert prediction["label"] == row["predicted"]
 
 
+def test_export_stage_is_off_by_default_and_exports_when_asked(project, tmp_path):
+    manifest = json.loads((project / "models" / "exported" / "manifest.json").read_text())
+    assert manifest == {"formats": [], "files": []}  # the default: a manifest, nothing converted
+    set_params(project, {"export.formats": ["litert_int8"]})
+    result = dvc(project, "repro", "export")
+    assert "Running stage 'export'" in result.stdout and "Running stage 'train'" not in result.stdout
+    exported = project / "models" / "exported" / "model_int8.tflite"
+    side = json.loads(exported.with_name("model_int8.tflite.json").read_text())
+    assert side["export"]["quantize"] == "int8" and side["export"]["calibration_images"] > 0
+    from PIL import Image
+    with np.load(project / "data" / "prepared" / "test.npz") as npz:
+        Image.fromarray(npz["images"][0]).save(tmp_path / "x.png")
+    answer = json.loads(skinsage(project, "predict", "--model", exported, "--format", "json", tmp_path / "x.png"))
+    assert answer["predictions"][0]["label"] in answer["classes"]
+    set_params(project, {"export.formats": []})
+    dvc(project, "repro")
+
+
 def test_second_repro_runs_nothing(project):
     result = dvc(project, "repro")
     assert "Running stage" not in result.stdout
