@@ -50,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify images or folders of images",
                                   description="Classify image files; folders are searched recursively.")
-    _model_option(predict)
-    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    predict.add_argument("--top-k", type=_positive, default=3, help="classes shown per image (default 3)")
+    _images_options(predict)
     predict.add_argument("--format", choices=("table", "json", "csv"), help=(
         "table for people; json or csv for programs (default: table on a terminal, json otherwise)"))
     predict.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass")
@@ -64,12 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Grad-CAM (Selvaraju et al. 2017) of the model's last convolutional block, for the predicted "
         "class or --class, overlaid on each photo: writes <name>_gradcam.png per image and "
         f"{EXPLANATIONS_FILE} (top-k classes per image) to --out."))
-    _model_option(explain)
-    explain.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    _images_options(explain)
     explain.add_argument("--out", required=True, help="folder for the overlays and the JSON")
     explain.add_argument("--class", dest="class_name", metavar="NAME",
                          help="explain this class instead of the predicted one")
-    explain.add_argument("--top-k", type=_positive, default=3, help="classes listed per image (default 3)")
     _tta_option(explain)
     explain.set_defaults(run=run_explain)
 
@@ -296,6 +292,13 @@ def _check_out(out: str | None) -> None:
 def _model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"a .keras file written by the train stage (default {DEFAULT_MODEL})")
+
+
+def _images_options(parser: argparse.ArgumentParser) -> None:
+    """What `predict` and `explain` share: the model, the images and how many classes to list."""
+    _model_option(parser)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("--top-k", type=_positive, default=3, help="classes listed per image (default 3)")
 
 
 def _tta_option(parser: argparse.ArgumentParser) -> None:
