@@ -185,8 +185,10 @@ class TrainParams:
     loss: Literal["cross_entropy", "focal"]
     label_smoothing: float
     mixup: float         # Beta(alpha, alpha) mixing of training image pairs; 0 = off
+    ema: float           # momentum of the weights' exponential moving average (per step); 0 = off
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
+    temperature: Optional[str]  # None = off (T = 1), a number, or "auto" (fitted on the validation split)
     mixed_precision: Literal["auto", "off", "on"]  # auto: mixed_float16 only when a GPU is visible
     distribute: Literal["auto", "none", "mirrored", "multi_worker"]  # tf.distribute strategy (train/distribute.py)
 
@@ -386,8 +388,11 @@ def _check_values(p: Params) -> None:
     _require(t.weight_decay == 0 or t.optimizer == "adamw",
              "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")
     _check_logit_adjustment(t.logit_adjustment)
+    _check_temperature(t.temperature)
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
     _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
+    _require(0 <= t.ema < 1, f"train.ema: the moving average's momentum per step, in [0, 1) (0 = off; "
+             f"0.99 averages over ~100 steps), got {t.ema:g}")
     for model in MODEL_NAMES:
         a = getattr(p.models, model).augment
         for name in ("zoom", "brightness", "contrast"):
@@ -477,6 +482,16 @@ def _check_logit_adjustment(a: LogitAdjustmentParams) -> None:
     except ValueError:
         raise ParamsError(f"train.logit_adjustment.tau: '{a.tau}' is not a number, auto or null") from None
     _require(0 <= tau <= 5, f"train.logit_adjustment.tau: must be in 0..5 (0 = off), got {tau:g}")
+
+
+def _check_temperature(value: Optional[str]) -> None:
+    if value is None or value == "auto":
+        return
+    try:
+        temperature = float(value)
+    except ValueError:
+        raise ParamsError(f"train.temperature: '{value}' is not a number, auto or null") from None
+    _require(0.05 <= temperature <= 20, f"train.temperature: must be in 0.05..20 (1 = unchanged), got {temperature:g}")
 
 
 def _check_accuracy_drop(a: LogitAdjustmentParams) -> None:

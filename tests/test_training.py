@@ -103,7 +103,9 @@ def test_cnn_gets_class_weights_and_augmentation_when_asked(monkeypatch, capsys)
     assert "class weights (balanced): a 0.667, b 2.000" in capsys.readouterr().out
     assert [row["phase"] for row in history] == ["train"]
     assert set(weighted) == set(plain) == {"epochs_run", "best_epoch", "stopped_early", "best_val_loss",
-                                           "best_val_accuracy", "train_seconds"}  # the CNN's summary as before
+                                           "best_val_accuracy", "train_seconds",  # the CNN's summary
+                                           "temperature", "val_loss_before_temperature",
+                                           "val_loss_after_temperature"}  # train.temperature: auto
 
 
 # --- augmentation ----------------------------------------------------------------------------

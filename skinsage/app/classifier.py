@@ -97,13 +97,17 @@ class Classifier:
         check_network(model, metadata, where)
         if tta is not None and tta not in TTA_CHOICES:
             raise PredictError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
-        self.tta = tta or inference_settings(metadata, where)["tta"]
-        # An exported file may average the flips inside its graph: then Python must not do it again
+        settings = inference_settings(metadata, where)
+        self.tta = tta or settings["tta"]
+        self.temperature = settings["temperature"]  # fitted on validation by `train`
+        # An exported file may average the flips (and apply the temperature) inside its graph: then
+        # Python must not do it again
         in_graph = getattr(model, "tta_in_graph", "none")
         if in_graph == "flips" and self.tta == "none":
             raise PredictError(f"{where}: this exported model applies flips TTA inside its graph "
                                "and cannot run without it; use the .keras model for TTA none")
         self.runtime_tta = "none" if in_graph == "flips" else self.tta
+        self.runtime_temperature = 1.0 if getattr(model, "temperature_in_graph", False) else self.temperature
         self._grad_cam = None  # built by the first explain()
 
     @classmethod
@@ -153,7 +157,8 @@ class Classifier:
                                f"{', '.join(self.classes)}")
         array = self.prepare(source)
         target = None if class_name is None else self.classes.index(class_name)
-        result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta)
+        result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
+                                       temperature=self.temperature)
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
         prediction = self._result(result.probabilities[0], source_name, top_k)
         photo = self._photo(source, max_side)
@@ -183,7 +188,7 @@ class Classifier:
     def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
         exactly what the `evaluate` stage scores for them."""
-        return predict_probabilities(self.model, images, batch_size, self.runtime_tta)
+        return predict_probabilities(self.model, images, batch_size, self.runtime_tta, self.runtime_temperature)
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = DEFAULT_TOP_K,
                       batch_size: int = BATCH_SIZE) -> Iterator[FileOutcome]:

@@ -233,6 +233,7 @@ def run_evaluate(args) -> int:
                          renames=_parse_maps(args.map), workers=args.workers)
     _report_skipped(data.skipped, at_most=10)
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
+                                        temperature=clf.runtime_temperature,
                                         bootstrap=bootstrap, seed=seed, **ece)
     print(f"{model_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
     if args.out:

@@ -60,6 +60,7 @@ def printable(text: str) -> str:
 def predictions_json(clf: Classifier, predictions: list[Prediction],
                      skipped: list[tuple[str, str]]) -> str:
     document = {"model": clf.path, "model_kind": clf.kind, "image_size": clf.image_size, "tta": clf.tta,
+                "temperature": clf.temperature,
                 "classes": clf.classes, "predictions": [p.to_dict() for p in predictions],
                 "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
     return json.dumps(document, indent=2)
@@ -70,7 +71,7 @@ def info_text(info: dict) -> str:
              f"kind:         {info['model']}",
              f"input size:   {info['image_size']}x{info['image_size']} px RGB",
              f"trained on:   {info['dataset']}",
-             f"inference:    TTA {info['tta']}",
+             f"inference:    TTA {info['tta']}, temperature {info['temperature']:.3f}",
              f"params hash:  {info['params_hash']}",
              f"classes ({len(info['classes'])}):"]
     lines += [f"  {i}  {name}" for i, name in enumerate(info["classes"])]

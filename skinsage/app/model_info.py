@@ -31,7 +31,7 @@ def model_info(path: str | Path, metadata: dict) -> dict:
         "image_size": metadata.get("image_size"),
         "dataset": metadata.get("dataset"),
         "format": metadata.get("format"),
-        "tta": inference_settings(metadata, str(path))["tta"],
+        **inference_settings(metadata, str(path)),  # tta, temperature
         "params_hash": metadata.get("params_hash"),
         "params": {key: params[key] for key in ("seed", "train") if key in params}
                   | ({f"models.{kind}": params["models"][kind]}

@@ -9,6 +9,7 @@
                         plots) and every class's probability (`p_<class>`)
   roc.csv, precision_recall.csv   per-class curves, long format with a `class` column
   calibration.csv       reliability bins of the test split
+  calibration_before_temperature.csv   the same before temperature scaling (identical when T = 1)
 
 `plot` reads them back with `read_predictions` and `curves.read_rows`.
 """
@@ -28,7 +29,8 @@ from .curves import (CALIBRATION_COLUMNS, PR_COLUMNS, ROC_COLUMNS, calibration_b
 from .metrics import ECE_BINS
 
 EVALUATION_FILES = ("eval.json", "eval_full.json", "per_class.json", "confusion.json", "predictions.csv",
-                    "roc.csv", "precision_recall.csv", "calibration.csv")
+                    "roc.csv", "precision_recall.csv", "calibration.csv",
+                    "calibration_before_temperature.csv")
 # The few numbers per split that `dvc exp show` lists: it shows every key of a metrics file as a
 # column, so the rest (counts, intervals, per class) live in eval_full.json and per_class.json.
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "macro_f1", "cohen_kappa", "ece", "loss")
@@ -37,8 +39,10 @@ PROBABILITY_PREFIX = "p_"
 
 def write_evaluation(out_dir: str | Path, test_metrics: dict, val_metrics: dict | None, matrix: dict,
                      labels: np.ndarray, probs: np.ndarray, class_names: list[str],
-                     ece_bins: int = ECE_BINS, model_type: str = "unknown") -> None:
-    """Write EVALUATION_FILES for the test split; `val_metrics` adds the "val" summaries."""
+                     ece_bins: int = ECE_BINS, model_type: str = "unknown",
+                     before_temperature: np.ndarray | None = None) -> None:
+    """Write EVALUATION_FILES for the test split; `val_metrics` adds the "val" summaries;
+    `before_temperature`: the test probabilities without the model's temperature (default `probs`)."""
     out_dir = Path(out_dir)
     scalars = headline(test_metrics)
     if val_metrics is not None:
@@ -52,6 +56,9 @@ def write_evaluation(out_dir: str | Path, test_metrics: dict, val_metrics: dict 
     write_rows(out_dir / "precision_recall.csv", precision_recall_rows(labels, probs, class_names),
                PR_COLUMNS)
     write_rows(out_dir / "calibration.csv", calibration_bins(labels, probs, ece_bins),
+               CALIBRATION_COLUMNS)
+    before = probs if before_temperature is None else before_temperature
+    write_rows(out_dir / "calibration_before_temperature.csv", calibration_bins(labels, before, ece_bins),
                CALIBRATION_COLUMNS)
 
 

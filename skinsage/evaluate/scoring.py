@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import numpy as np
+import sklearn.metrics as skm
+
 from ..model.inference import predict_probabilities
+from ..model.temperature import apply_temperature
 from ..prepared import Split
-from .metrics import ECE_BINS, confusion, evaluate_predictions
+from .metrics import ECE_BINS, confusion, evaluate_predictions, expected_calibration_error
 
 
 def evaluate_split(model, split: Split, class_names: list[str], batch_size: int, *, tta: str,
-                   bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS):
+                   temperature: float = 1.0, bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS):
     """(metrics dict, confusion dict, (N, C) probabilities) for one labelled split.
 
-    `tta` is required: the caller states how the model is run (the `evaluate` stage from params,
-    `skinsage evaluate` from the model file). The metrics dict is `evaluate_predictions`'
-    (scalars, optional "ci95", "per_class").
+    `tta` is required: the caller states how the model is run (the `evaluate` stage and `skinsage
+    evaluate` from the model file's `inference_settings`). The metrics dict is
+    `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
+    1 it also has the calibration before it ("temperature", "ece_before_temperature",
+    "loss_before_temperature"), so the gain is visible.
     """
-    probs = predict_probabilities(model, split.images, batch_size, tta)
+    probs = predict_probabilities(model, split.images, batch_size, tta, temperature)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
+    if temperature != 1.0:
+        before = without_temperature(probs, temperature)
+        labels = np.arange(probs.shape[1])
+        metrics.update(temperature=temperature,
+                       ece_before_temperature=expected_calibration_error(split.labels, before, ece_bins),
+                       loss_before_temperature=float(skm.log_loss(split.labels, before, labels=labels)))
     return metrics, confusion(split.labels, probs.argmax(axis=1), class_names), probs
+
+
+def without_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities before temperature scaling: softmax(log p_T * T) undoes softmax(log p / T)."""
+    return apply_temperature(probs, 1.0 / temperature)

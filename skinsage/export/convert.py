@@ -77,16 +77,17 @@ def calibration_images(prepared_dir: str | Path, size: int, count: int = CALIBRA
 
 def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str = "none",
                  calibration: np.ndarray | None = None, source: str | None = None) -> ExportResult:
-    """Write `model` (TTA of its metadata inside) as `fmt` to `out`, check it against Keras on
-    `calibration` images (else generated ones), and write the side JSON."""
+    """Write `model` (the TTA and temperature of its metadata inside) as `fmt` to `out`, check it
+    against Keras on `calibration` images (else generated ones), and write the side JSON."""
     from ..model.model_file import check_metadata, inference_settings
 
     check_request(fmt, quantize, out)
     _, size = check_metadata(metadata, source or "model")
-    tta = inference_settings(metadata, source or "model")["tta"]
+    settings = inference_settings(metadata, source or "model")
+    tta, temperature = settings["tta"], settings["temperature"]
     if quantize == "int8" and calibration is None:
         raise ExportError("int8 quantisation needs calibration images (--calibration data/prepared)")
-    serving = serving_model(model, tta)
+    serving = serving_model(model, tta, temperature)
     out = Path(out)
     if fmt == "litert":
         data = litert_bytes(serving, size, quantize, calibration)
@@ -99,13 +100,14 @@ def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str
         with atomic_dir(out) as tmp:
             write_saved_model(serving, size, tmp)
     try:
-        verification = verify(model, tta, out, fmt, quantize, calibration, size)
+        verification = verify(model, settings, out, fmt, quantize, calibration, size)
     except ExportError:
         _remove(out)  # a file that disagrees with Keras must not be left for anyone to use
         raise
     sidecar = sidecar_path(out)
     write_json(sidecar, {**metadata, "export": {
         "format": EXPORT_FORMAT, "target": fmt, "quantize": quantize, "tta_in_graph": tta,
+        "temperature_in_graph": temperature != 1.0,
         "source": source, "calibration_images": 0 if calibration is None else len(calibration),
         "verification": verification, **_versions()}})
     return ExportResult(out, sidecar, verification)
@@ -185,10 +187,11 @@ def write_onnx(serving, size: int, path: str | Path) -> None:
                                     sorted({n.op_type for n in unknown}))
 
 
-def verify(model, tta: str, path: Path, fmt: str, quantize: str, images: np.ndarray | None,
+def verify(model, settings: dict, path: Path, fmt: str, quantize: str, images: np.ndarray | None,
            size: int) -> dict:
     """Top-1 agreement and max |Δp| of the exported file against Keras' `predict_probabilities`
-    (with the model's TTA). An unquantised export that disagrees is a broken export: refused."""
+    (with the model's TTA and temperature, `settings`). An unquantised export that disagrees is a
+    broken export: refused."""
     from ..model.inference import predict_probabilities
     from .runtime import open_runner
 
@@ -196,7 +199,7 @@ def verify(model, tta: str, path: Path, fmt: str, quantize: str, images: np.ndar
     if images is None:  # no data given: generated images still catch a broken graph
         images = np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8)
     images = images[:VERIFY_IMAGES]
-    expected = predict_probabilities(model, images, 32, tta)
+    expected = predict_probabilities(model, images, 32, **settings)
     got = predict_probabilities(open_runner(path, fmt), images, 32, "none")
     result = {"images": int(len(images)), "data": data,
               "top1_agreement": float(np.mean(expected.argmax(1) == got.argmax(1))),

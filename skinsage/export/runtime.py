@@ -59,12 +59,13 @@ def load_exported(path: str | Path):
     if metadata["export"].get("target") != fmt:
         raise ModelFileError(f"{sidecar_path(path)}: describes a {metadata['export'].get('target')} "
                              f"export, but {path} is {fmt}")
-    runner = open_runner(path, fmt, tta_in_graph=metadata["export"].get("tta_in_graph", "none"))
+    runner = open_runner(path, fmt, tta_in_graph=metadata["export"].get("tta_in_graph", "none"),
+                         temperature_in_graph=bool(metadata["export"].get("temperature_in_graph", False)))
     check_network(runner, metadata, str(path))
     return runner, metadata
 
 
-def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none"):
+def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none", temperature_in_graph: bool = False):
     runners = {"litert": LiteRTRunner, "onnx": OnnxRunner, "saved_model": SavedModelRunner}
     try:
         runner = runners[fmt](path)
@@ -74,6 +75,7 @@ def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none"):
     except (ValueError, RuntimeError, OSError) as err:
         raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({str(err).strip()[:300]})") from None
     runner.tta_in_graph = tta_in_graph
+    runner.temperature_in_graph = temperature_in_graph
     return runner
 
 

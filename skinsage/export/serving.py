@@ -31,24 +31,30 @@ class UnsupportedLayerError(ExportError):
                          f"--format{detail}")
 
 
-def serving_model(model, tta: str):
-    """`model` as one functional graph with the TTA it is evaluated with (`inference.flip_variants`:
-    the image, its horizontal, vertical and double flip; the mean of their probabilities)."""
+def serving_model(model, tta: str, temperature: float = 1.0):
+    """`model` as one functional graph run as it is evaluated: with its TTA (`inference.flip_variants`:
+    the image, its horizontal, vertical and double flip; the mean of their probabilities), then its
+    temperature (softmax(log p / T), as `temperature.apply_temperature`)."""
     import keras
 
-    if tta == "none":
-        return model
-    if tta != "flips":
+    if tta not in ("none", "flips"):
         raise ExportError(f"unknown TTA {tta!r}; expected none or flips")
+    if tta == "none" and temperature == 1.0:
+        return model
     (image,) = model.inputs
     inputs = keras.Input(tuple(image.shape[1:]), dtype=image.dtype, name="image")
     ops = keras.ops
-    # the four views stacked along the batch: one call of the network, so converters keep one
-    # copy of its weights (four calls duplicated them in the .tflite) and run one bigger batch
-    views = ops.concatenate([inputs, ops.flip(inputs, axis=2), ops.flip(inputs, axis=1),
-                             ops.flip(ops.flip(inputs, axis=1), axis=2)], axis=0)
-    probabilities = model(views)
-    outputs = ops.mean(ops.reshape(probabilities, (4, -1, probabilities.shape[-1])), axis=0)
+    if tta == "flips":
+        # the four views stacked along the batch: one call of the network, so converters keep one
+        # copy of its weights (four calls duplicated them in the .tflite) and run one bigger batch
+        views = ops.concatenate([inputs, ops.flip(inputs, axis=2), ops.flip(inputs, axis=1),
+                                 ops.flip(ops.flip(inputs, axis=1), axis=2)], axis=0)
+        probabilities = model(views)
+        outputs = ops.mean(ops.reshape(probabilities, (4, -1, probabilities.shape[-1])), axis=0)
+    else:
+        outputs = model(inputs)
+    if temperature != 1.0:
+        outputs = ops.softmax(ops.log(ops.maximum(outputs, 1e-30)) / temperature, axis=-1)
     return keras.Model(inputs, outputs, name=SERVING_NAME)
 
 

@@ -57,10 +57,11 @@ class GradCam:
         self._sub_model, self._logit_layer = _sub_model(model, self.layer, self.name)
 
     def explain(self, images: np.ndarray, class_indices=None, tta: str = "none",
-                batch_size: int = 32) -> GradCamResult:
+                batch_size: int = 32, temperature: float = 1.0) -> GradCamResult:
         """Maps for (N, S, S, 3) uint8 model inputs: for `class_indices` (one per image, or one
-        int for all), else for each image's predicted class."""
-        probs = predict_probabilities(self.model, images, batch_size, tta)
+        int for all), else for each image's predicted class. `tta` and `temperature` are how the
+        model is run (the probabilities reported; the temperature does not change the maps)."""
+        probs = predict_probabilities(self.model, images, batch_size, tta, temperature)
         if class_indices is None:
             targets = probs.argmax(axis=1)
         else:

@@ -2,8 +2,9 @@
 
 The `evaluate` stage, the tau sweep in `train`, `Classifier` (so `skinsage predict` and `skinsage
 evaluate`) all call `predict_probabilities`: the metrics in metrics/eval.json are what a user of the
-model gets. Test-time augmentation (TTA) is part of it; the TTA a model was evaluated with is
-recorded in its file (`model_file.inference_settings`) and used by default.
+model gets. Test-time augmentation (TTA) and the temperature are part of it: the mean over the test-time views
+first, then the temperature (temperature.py says why in that order). Both are recorded in the model
+file (`model_file.inference_settings`) and used by default.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..log import progress
+from .temperature import apply_temperature
 
 TTA_CHOICES = ("none", "flips")
 
@@ -36,13 +38,15 @@ def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str =
         return np.stack([_forward(model, np.ascontiguousarray(v), batch_size, bar) for v in variants])
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
+def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none",
+                          temperature: float = 1.0) -> np.ndarray:
     """(N, C) float64 probabilities of (N, size, size, 3) uint8 images, each row summing to 1: the
-    mean over the TTA variants."""
+    mean over the TTA variants, then scaled by `temperature`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
     probs = variant_probabilities(model, images, batch_size, tta).mean(axis=0)
-    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+    return apply_temperature(probs, temperature)
 
 
 def _forward(model, images: np.ndarray, batch_size: int, bar) -> np.ndarray:

@@ -8,6 +8,7 @@ model goes through `load_model`, which checks that the metadata fits the network
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -141,11 +142,17 @@ def check_network(model, metadata: dict, where: str = "model") -> None:
 
 
 def inference_settings(metadata: dict, where: str = "model") -> dict:
-    """How the model is meant to be run: {"tta": "none" | "flips"}. Recorded by `train` from
-    `evaluate.tta`; files from before it was recorded fall back to their saved params."""
+    """How the model is meant to be run, as `inference.predict_probabilities` keywords:
+    {"tta": "none" | "flips", "temperature": T}. Recorded by `train` (TTA from `evaluate.tta`, T
+    fitted on validation); files from before fall back to their saved params' TTA and T = 1."""
     recorded = metadata.get("inference") or {}
     tta = recorded.get("tta", ((metadata.get("params") or {}).get("evaluate") or {}).get("tta", "none"))
     if tta not in TTA_CHOICES:
         raise ModelFileError(f"{where}: its SkinSage metadata records TTA {tta!r}; expected one of "
                              f"{', '.join(TTA_CHOICES)}")
-    return {"tta": tta}
+    temperature = recorded.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ModelFileError(f"{where}: its SkinSage metadata records temperature {temperature!r}; "
+                             "expected a positive number")
+    return {"tta": tta, "temperature": float(temperature)}

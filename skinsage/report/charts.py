@@ -154,8 +154,9 @@ def plot_roc_pr_curves(roc: list[dict], precision_recall: list[dict], per_class:
 
 
 def plot_reliability_diagram(bins: list[dict], ece: float | None, num_bins: int, path: str | Path,
-                             title: str) -> None:
-    """Accuracy per confidence bin against the diagonal of perfect calibration, counts below."""
+                             title: str, before: tuple[list[dict], float | None, float] | None = None) -> None:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, counts below.
+    `before` = (bins, ECE, T) before temperature scaling: drawn as a second curve."""
     fig = _figure("reliability_diagram")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     width = 1.0 / num_bins
@@ -168,8 +169,15 @@ def plot_reliability_diagram(bins: list[dict], ece: float | None, num_bins: int,
     top.plot(centres, [b["confidence"] for b in bins], "D", color=ERROR_COLOUR, markersize=6,
              label="mean confidence in bin (gap = miscalibration)")
     top.plot([0, 1], [0, 1], color="#333333", linestyle="--", linewidth=1, label="perfect calibration")
-    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-            title=f"expected calibration error {format_value(ece)} ({num_bins} bins)")
+    heading = f"expected calibration error {format_value(ece)} ({num_bins} bins)"
+    if before is not None:
+        old_bins, old_ece, temperature = before
+        top.plot([b["confidence"] for b in old_bins], [b["accuracy"] for b in old_bins], "o-",
+                 color="#888888", markersize=4, linewidth=1,
+                 label="before temperature scaling (accuracy at mean confidence)")
+        heading = (f"expected calibration error {format_value(old_ece)} -> {format_value(ece)} "
+                   f"with temperature {temperature:.2f} ({num_bins} bins)")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=heading)
     top.legend(loc="upper left", fontsize=9)
     top.grid(alpha=0.3)
     bottom.bar(lowers, [b["count"] for b in bins], width=width, align="edge", color="#777777",

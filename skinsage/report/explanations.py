@@ -43,8 +43,7 @@ def explain_examples(model_path: str | Path, images: np.ndarray, rows: list[dict
         return [{"class": row["class"], "correct": None, "wrong": None} for row in rows], cam.layer
     batch = images[[p["index"] for p in picks]]
     predicted = [class_names.index(p["predicted"]) for p in picks]
-    result = cam.explain(
-        batch, class_indices=predicted, tta=inference_settings(metadata, str(model_path))["tta"])
+    result = cam.explain(batch, class_indices=predicted, **inference_settings(metadata, str(model_path)))
     drawn = {id(p): _drawn(p, image, heat) for p, image, heat in zip(picks, batch, result.maps)}
     return [{"class": row["class"], **{kind: drawn.get(id(row[kind])) for kind in ("correct", "wrong")}}
             for row in rows], cam.layer

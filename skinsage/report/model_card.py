@@ -90,6 +90,7 @@ def _results_section(evaluation: dict, per_class: dict, data: dict, bootstrap: i
     return (f"## Results\n\nTest split: {evaluation.get('num_images')} images; validation: "
             f"{val.get('num_images', 'n/a')} images.{ci_note}{baseline}\n\n"
             + _table(["metric", "test", "test 95% CI", "validation"], rows)
+            + _calibration_note(evaluation)
             + "\n\nPer class on the test split (one class vs the rest):\n\n"
             + _table(["class", *PER_CLASS_LABELS.values()], class_rows))
 
@@ -133,6 +134,20 @@ HAM10000_LIMITS = """\
 - **Licence**: HAM10000 and DermaMNIST are CC BY-NC 4.0 (attribution, non-commercial). Cite
   Tschandl P. et al., Scientific Data 5, 180161 (2018) and Yang J. et al., "MedMNIST v2",
   Scientific Data 10, 41 (2023)."""
+
+
+def _calibration_note(evaluation: dict) -> str:
+    """Before/after temperature scaling (train.temperature), when the model has one."""
+    if evaluation.get("temperature") in (None, 1.0):
+        return ""
+    val = evaluation.get("val", {})
+    return (f"\n\nCalibration: temperature {evaluation['temperature']:.3f}, fitted on the validation "
+            "split after the logit adjustment, divides the log-probabilities (the predicted class is "
+            "unchanged). Expected calibration error before -> after: test "
+            f"{format_value(evaluation.get('ece_before_temperature'))} -> {format_value(evaluation.get('ece'))}, "
+            f"validation {format_value(val.get('ece_before_temperature'))} -> {format_value(val.get('ece'))}; "
+            f"test log loss {format_value(evaluation.get('loss_before_temperature'))} -> "
+            f"{format_value(evaluation.get('loss'))} (reliability_diagram.png shows both).")
 
 
 def _interval(ci: dict | None) -> str:

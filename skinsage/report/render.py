@@ -19,6 +19,14 @@ PLOT_FILES = ("training_curves.png", "confusion_matrix.png", "roc_pr_curves.png"
               "reliability_diagram.png", "test_examples.png", "gradcam_examples.png", "report.md")
 
 
+def _before_temperature(metrics: Path, evaluation: dict) -> tuple[list[dict], float, float] | None:
+    """(bins, ECE, T) before temperature scaling, when the model has a temperature other than 1."""
+    if evaluation.get("temperature") in (None, 1.0):
+        return None
+    bins = read_rows(metrics / "calibration_before_temperature.csv")
+    return bins, evaluation.get("ece_before_temperature"), evaluation["temperature"]
+
+
 def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
                metrics_dir: str | Path = "metrics", out_dir: str | Path = "plots",
                live_dir: str | Path = LIVE_DIR, model_path: str | Path = "models/model.keras") -> None:
@@ -37,7 +45,7 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
                        per_class, out / "roc_pr_curves.png", f"Test ROC and precision-recall: {name}")
     plot_reliability_diagram(read_rows(metrics / "calibration.csv"), evaluation.get("ece"),
                              params.evaluate.ece_bins, out / "reliability_diagram.png",
-                             f"Test calibration: {name}")
+                             f"Test calibration: {name}", before=_before_temperature(metrics, evaluation))
     test_images, predictions = load_split(prepared, "test").images, read_predictions(metrics / "predictions.csv")
     plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
                          f"Test images: {name}", seed=params.seed)

@@ -30,9 +30,11 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
               early_stopping: EarlyStoppingParams, class_weight: dict | None,
               optimizer: str = "adam", weight_decay: float = 0.0, lr_schedule: str = "constant",
               loss: str = "cross_entropy", label_smoothing: float = 0.0, mixup: float = 0.0,
-              seed: int = 0, live=None, strategy=None) -> PhaseResult:
+              ema: float = 0.0, seed: int = 0, live=None, strategy=None) -> PhaseResult:
     """Adam(W) + cross-entropy (sparse labels unless smoothing, focal loss or mixup need one-hot
-    ones); early stopping restores the phase's best weights if asked. With a dvclive `live`, every
+    ones); early stopping restores the phase's best weights if asked. With `ema` > 0 the optimizer
+    keeps a moving average of the weights, and that average is what is validated, early-stopped,
+    restored and kept (Polyak averaging: one noisy epoch no longer decides). With a dvclive `live`, every
     epoch is logged as it ends. With a tf.distribute `strategy`, compile and fit run in its scope
     (the model must have been built in it too)."""
     import keras
@@ -57,13 +59,16 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
         loss_fn = kind(label_smoothing=label_smoothing)
     patch_symbolic_build(model, strategy)
     with scope(strategy):  # the optimizer's slots become mirrored variables too
-        model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps),
+        model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, lr_schedule, steps, ema),
                       loss=loss_fn, metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor=early_stopping.monitor, patience=early_stopping.patience,
         start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # see monitored_best
         restore_best_weights=early_stopping.restore_best_weights, verbose=1)
-    callbacks = [stopper]
+    # first: at each epoch's end the averaged weights are swapped in before early stopping sees (and
+    # keeps) them; they are swapped out again while the next epoch trains
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema > 0 else []
+    callbacks.append(stopper)
     if live is not None:
         from .history import epoch_logger
 
@@ -79,7 +84,7 @@ def training_args(t: TrainParams, seed: int, live=None) -> dict:
     """fit_phase's keyword arguments from `train` params (class weights aside)."""
     return dict(seed=seed, live=live, epochs=t.epochs, learning_rate=t.learning_rate, early_stopping=t.early_stopping,
                 optimizer=t.optimizer, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
-                loss=t.loss, label_smoothing=t.label_smoothing, mixup=t.mixup)
+                loss=t.loss, label_smoothing=t.label_smoothing, mixup=t.mixup, ema=t.ema)
 
 
 DEFAULT_BN_MOMENTUM = 0.99
@@ -110,16 +115,19 @@ def _batches_per_epoch(ds) -> int:
     return count if count > 0 else sum(1 for _ in ds)  # unknown cardinality: count once
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float, schedule: str, total_steps: int):
-    """Adam or AdamW; `cosine` decays the learning rate to 0 over all steps of `epochs`."""
+def make_optimizer(name: str, learning_rate: float, weight_decay: float, schedule: str, total_steps: int,
+                   ema: float = 0.0):
+    """Adam or AdamW; `cosine` decays the learning rate to 0 over all steps of `epochs`; `ema` > 0
+    keeps a moving average of the weights with that momentum (swapped in by SwapEMAWeights)."""
     import keras
 
     rate = learning_rate
     if schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, int(total_steps)))
+    averaging = dict(use_ema=True, ema_momentum=ema) if ema > 0 else {}
     if name == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
-    return keras.optimizers.Adam(rate)
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay, **averaging)
+    return keras.optimizers.Adam(rate, **averaging)
 
 
 def best_index(values, monitor: str) -> int:

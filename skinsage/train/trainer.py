@@ -86,25 +86,55 @@ def _train(params: Params, data: PreparedData, live, strategy):
     summary = _summary(history, phases, t.early_stopping)
     if strategy is not None:
         summary["replicas"] = replicas(strategy)
-    model, adjustment = _adjust_logits(model, params, data)
-    return model, history, {**summary, **adjustment}
+    model, calibration = _calibrate(model, params, data)
+    return model, history, {**summary, **calibration}
 
 
-def _adjust_logits(model, params: Params, data: PreparedData):
-    """Bake the post-hoc logit adjustment into the model; tau `auto` is chosen on validation."""
+def _calibrate(model, params: Params, data: PreparedData):
+    """The post-hoc steps chosen on validation, in order: the logit adjustment (baked into the
+    model), then the temperature (recorded for inference, applied after the test-time views)."""
     from ..model.inference import variant_probabilities
-    from ..model.logit_adjustment import class_prior, with_adjustment
+    from ..model.logit_adjustment import adjust, class_prior
+
+    t, val = params.train, data.splits["val"]
+    variants = None  # validation predicted as `evaluate` will (with its test-time augmentation)
+    if t.logit_adjustment.auto or t.temperature == "auto":
+        variants = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+    prior = class_prior(data.splits["train"].labels, len(data.class_names))
+    model, adjustment = _adjust_logits(model, params, val.labels, variants, prior)
+    if variants is not None:  # what the adjusted model gives (the layer's arithmetic, in NumPy)
+        variants = adjust(variants, prior, adjustment.get("logit_adjustment_tau", 0.0))
+    return model, {**adjustment, **_temperature(t.temperature, val.labels, variants)}
+
+
+def _temperature(setting: str | None, labels, variants) -> dict:
+    """{"temperature": T} and, when fitted, the validation log loss before and after."""
+    from ..model.temperature import fit_temperature, negative_log_likelihood
+
+    if setting is None:
+        return {}
+    if setting != "auto":
+        return {"temperature": float(setting)}
+    probs = variants.mean(axis=0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    temperature = fit_temperature(labels, probs)
+    before, after = (negative_log_likelihood(labels, probs, value) for value in (1.0, temperature))
+    log.info(f"temperature {temperature:.3f} minimises the validation log loss ({before:.4f} -> {after:.4f})")
+    return {"temperature": round(temperature, 4), "val_loss_before_temperature": round(before, 4),
+            "val_loss_after_temperature": round(after, 4)}
+
+
+def _adjust_logits(model, params: Params, labels, variants, prior):
+    """Bake the post-hoc logit adjustment into the model; tau `auto` is chosen on validation."""
+    from ..model.logit_adjustment import with_adjustment
     from .tau_sweep import choose_tau
 
     a = params.train.logit_adjustment
     if a.tau is None or (not a.auto and a.fixed_tau == 0):
         return model, {}
-    prior = class_prior(data.splits["train"].labels, len(data.class_names))
     tau, record = a.fixed_tau, {}
     if a.auto:
-        val = data.splits["val"]  # predicted as `evaluate` will (with its test-time augmentation)
-        probs = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
-        tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
+        tau, sweep = choose_tau(labels, variants, prior, a.objective, a.max_accuracy_drop)
         before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
         limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"
         log.info(f"logit adjustment: tau {tau:g} maximises validation {a.objective}{limit} "
@@ -169,7 +199,7 @@ def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingPa
     return summary
 
 
-HEADLINE_KEYS = ("epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau")
+HEADLINE_KEYS = ("epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau", "temperature")
 
 
 def headline_summary(summary: dict) -> dict:
@@ -185,7 +215,8 @@ def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
         "classes": data.class_names,
         "image_size": data.image_size,
         "dataset": data.dataset,
-        "inference": {"tta": params.evaluate.tta},  # what `evaluate` scored; every user runs the same
+        # what `evaluate` scored; every user runs the same (inference.predict_probabilities' keywords)
+        "inference": {"tta": params.evaluate.tta, "temperature": summary.get("temperature", 1.0)},
         "params_hash": params_hash(params),
         "params": asdict(params),
         "train_summary": summary,
