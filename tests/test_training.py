@@ -258,3 +258,46 @@ def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
     assert {"classes", "image_size", "model", "dataset", "params_hash", "params", "train_summary"} <= set(metadata)
     assert metadata["model"] == "resnet50" and metadata["image_size"] == 32 and len(metadata["classes"]) == 4
     assert model.input.shape == (None, 32, 32, 3) and model.output.shape == (None, 4)
+
+
+# --- the seed-robust recipe: weight averaging, temperature (issue #19) -------------------------
+
+def _val_loss(model, split: Split) -> float:
+    probs = np.asarray(model.predict_on_batch(split.images), dtype=np.float64)
+    return float(-np.mean(np.log(probs[np.arange(len(split.labels)), split.labels])))
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_the_averaged_weights_are_validated_and_kept(restore):
+    """With train.ema the logged validation loss is the averaged weights' and the model returned is
+    them: evaluating it again gives the logged loss of the kept epoch (the raw weights would not)."""
+    data = tiny_cnn_data([0] * 24 + [1] * 24)
+    common = {**CNN, "train.epochs": 6, "train.label_smoothing": 0.0, "train.temperature": None,
+              "train.early_stopping.start_from_epoch": 0,
+              "train.early_stopping.restore_best_weights": restore}
+    for ema in (0.9, 0.0):
+        model, history, summary = training.train_model(params(**common, **{"train.ema": ema}), data)
+        kept = summary["best_epoch"] if restore else summary["epochs_run"]
+        logged = history[kept - 1]["val_loss"]
+        assert _val_loss(model, data.splits["val"]) == pytest.approx(logged, abs=1e-5)
+
+
+def test_ema_changes_the_weights_that_are_kept():
+    data = tiny_cnn_data([0] * 24 + [1] * 24)
+    common = {**CNN, "train.epochs": 4, "train.temperature": None}
+    plain, _, _ = training.train_model(params(**common), data)
+    averaged, _, _ = training.train_model(params(**common, **{"train.ema": 0.9}), data)
+    difference = max(np.abs(a - b).max() for a, b in zip(plain.get_weights(), averaged.get_weights()))
+    assert difference > 1e-4
+
+
+def test_temperature_is_fitted_on_validation_and_recorded_for_inference():
+    data = tiny_cnn_data([0] * 24 + [1] * 24)
+    model, _, summary = training.train_model(params(**{**CNN, "train.epochs": 3}), data)
+    assert 0.05 <= summary["temperature"] <= 20
+    assert summary["val_loss_after_temperature"] <= summary["val_loss_before_temperature"]
+    metadata = training.model_metadata(params(**CNN), data, summary)
+    assert metadata["inference"]["temperature"] == summary["temperature"]
+    fixed = training.train_model(params(**{**CNN, "train.temperature": 1.5}), data)[2]
+    assert fixed["temperature"] == 1.5 and "val_loss_before_temperature" not in fixed
+    assert "temperature" not in training.train_model(params(**{**CNN, "train.temperature": None}), data)[2]
