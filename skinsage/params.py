@@ -89,6 +89,7 @@ class SplitParams:
 @dataclass(frozen=True)
 class DataParams:
     source: Literal["medmnist", "folder", "csv", "synthetic"]
+    seed: int  # the split and generated images; apart from `seed`, so a new training seed keeps the test set
     medmnist: MedmnistParams
     folder: FolderParams
     csv: CsvParams
@@ -355,6 +356,7 @@ def _require(ok: bool, message: str) -> None:
 
 def _check_values(p: Params) -> None:
     _require(0 <= p.seed < 2**32, f"seed: must be in 0..{2**32 - 1} (NumPy's range), got {p.seed}")
+    _require(0 <= p.data.seed < 2**32, f"data.seed: must be in 0..{2**32 - 1} (NumPy's range), got {p.data.seed}")
     d = p.data
     _require(d.synthetic.num_classes >= 2, "data.synthetic.num_classes: need at least 2 classes")
     _require(d.synthetic.images_per_class >= 3,

@@ -361,7 +361,7 @@ def test_real_ham10000_split_by_lesion_has_no_leakage(tmp_path, capsys, source):
     # independently of the split's bookkeeping: the lesion of every image, from the metadata
     raw = load_source(p)
     index = grouped_stratified_split(raw.labels["all"], raw.groups["all"], p.data.split.val,
-                                     p.data.split.test, p.seed, raw.class_names)
+                                     p.data.split.test, p.data.seed, raw.class_names)
     with open(REAL / "ham10000_metadata.csv", newline="") as f:
         lesion_of = {row["image_id"]: row["lesion_id"] for row in csv.DictReader(f)}
     lesions = {split: {lesion_of[Path(raw.paths["all"][i]).stem] for i in idx} for split, idx in index.items()}

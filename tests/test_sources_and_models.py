@@ -378,3 +378,18 @@ def test_build_model_selects_the_cnn_and_refuses_unknown_names():
         with pytest.raises(ModelError, match=f"^unknown model '{name}'; choose cnn or resnet50$"):
             build_model(name, 2, cnn_params())
     assert issubclass(ModelError, SkinSageError)
+
+
+def test_the_split_follows_data_seed_not_the_training_seed(tmp_path):
+    """`dvc exp run -S seed=N` must retrain on the same test set: only data.seed moves the split."""
+    from skinsage.data.prepare import prepare
+
+    def test_images(**overrides):
+        p = params(**{"model": "cnn", "models.cnn.image_size": 16, "data.source": "synthetic",
+                      "data.synthetic.images_per_class": 20, **overrides})
+        folder = tmp_path / "_".join(f"{k}{v}" for k, v in overrides.items())
+        return prepare(p, folder / "prepared", folder / "data.json").splits["test"].images
+
+    reference = test_images(seed=1, **{"data.seed": 42})
+    assert np.array_equal(test_images(seed=2, **{"data.seed": 42}), reference)
+    assert not np.array_equal(test_images(seed=1, **{"data.seed": 7}), reference)

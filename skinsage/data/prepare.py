@@ -90,8 +90,8 @@ def _split_index(raw: RawDataset, params: Params) -> dict[str, np.ndarray]:
     split = params.data.split
     if raw.groups:
         return grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
-                                        params.seed, raw.class_names)
-    return stratified_split(raw.labels["all"], split.val, split.test, params.seed, raw.class_names)
+                                        params.data.seed, raw.class_names)
+    return stratified_split(raw.labels["all"], split.val, split.test, params.data.seed, raw.class_names)
 
 
 def _warn_crossing(groups: dict | None) -> None:

@@ -48,4 +48,4 @@ def load_source(params: Params) -> RawDataset:
         from .folder_groups import attach_groups
         return attach_groups(raw, params.data.folder.groups)
     from .synthetic import make_synthetic
-    return make_synthetic(params.data.synthetic, size, seed=params.seed)
+    return make_synthetic(params.data.synthetic, size, seed=params.data.seed)
