@@ -13,9 +13,9 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
 
     `tta` is required: the caller states how the model is run (the `evaluate` stage from params,
     `skinsage evaluate` from the model file). The metrics dict is `evaluate_predictions`'
-    (scalars, optional "ci95", "per_class").
+    (scalars, optional "ci95", "per_class"). A model with clinical inputs gets the split's metadata.
     """
-    probs = predict_probabilities(model, split.images, batch_size, tta)
+    probs = predict_probabilities(model, split.images, batch_size, tta, metadata=split.metadata)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     return metrics, confusion(split.labels, probs.argmax(axis=1), class_names), probs

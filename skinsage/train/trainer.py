@@ -62,10 +62,14 @@ def train_model(params: Params, data: PreparedData, live=None):
 
 def _train(params: Params, data: PreparedData, live, strategy):
     from ..model.architectures import build_model
+    from ..model.clinical import fit_encoding
 
     t = params.train
+    encoding = fit_encoding(params.model_params.metadata, data.splits["train"].metadata)
+    if encoding:
+        log.info(f"clinical inputs: {', '.join(encoding)} (encoding fitted on the training split)")
     with scope(strategy):  # the variables become the strategy's (mirrored) variables
-        model = build_model(params.model, len(data.class_names), params.model_params)
+        model = build_model(params.model, len(data.class_names), params.model_params, encoding)
     weights = class_weights(data.splits["train"].labels, t.class_weight)
     if weights:
         log.info(f"class weights ({t.class_weight}): " + ", ".join(
@@ -87,7 +91,7 @@ def _train(params: Params, data: PreparedData, live, strategy):
     if strategy is not None:
         summary["replicas"] = replicas(strategy)
     model, adjustment = _adjust_logits(model, params, data)
-    return model, history, {**summary, **adjustment}
+    return model, history, {**summary, **adjustment, **({"clinical_encoding": encoding} if encoding else {})}
 
 
 def _adjust_logits(model, params: Params, data: PreparedData):
@@ -103,7 +107,8 @@ def _adjust_logits(model, params: Params, data: PreparedData):
     tau, record = a.fixed_tau, {}
     if a.auto:
         val = data.splits["val"]  # predicted as `evaluate` will (with its test-time augmentation)
-        probs = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+        probs = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta,
+                                      metadata=val.metadata)
         tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
         before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
         limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"
@@ -189,4 +194,16 @@ def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
         "params_hash": params_hash(params),
         "params": asdict(params),
         "train_summary": summary,
+        **_clinical_record(params, summary),
     }
+
+
+def _clinical_record(params: Params, summary: dict) -> dict:
+    """The clinical inputs, the CSV columns they were trained from (`skinsage predict --metadata`
+    accepts those names) and their fitted encoding; nothing for an image-only model."""
+    fields = list(params.model_params.metadata or ())
+    if not fields:
+        return {}
+    columns = params.data.csv.clinical.columns() if params.data.csv.clinical else {}
+    return {"clinical": {"inputs": fields, "columns": {name: columns.get(name, name) for name in fields},
+                         "encoding": summary.get("clinical_encoding", {})}}

@@ -1,0 +1,97 @@
+"""Clinical metadata (age, sex, anatomical site) carried by `prepare` and used as model inputs, on a
+small generated CSV dataset whose label is decided by the metadata alone (the images are noise)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skinsage.data.prepare import prepare
+from skinsage.data.sources.table import CsvError
+from skinsage.params import ParamsError, load_params
+from skinsage.prepared import load_labels, load_prepared
+from test_csv_source import png, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 16
+SITE_OF = {"bcc": "face", "mel": "back", "nv": "leg"}  # the label follows the site
+HEADER = ["lesion_id", "image_id", "dx", "age", "sex", "localization"]
+HAM_CLINICAL = {"age": "age", "sex": "sex", "site": "localization"}
+
+
+def clinical_dataset(tmp_path: Path, per_class: int = 30) -> tuple[Path, Path, list[list]]:
+    """HAM10000-like CSV (ids without extension, one lesion per image) with age, sex and site; a
+    few missing values of each kind. Returns (csv, image folder, rows)."""
+    images, rows = tmp_path / "images", []
+    for c, (dx, site) in enumerate(SITE_OF.items()):
+        for i in range(per_class):
+            n = c * per_class + i
+            png(images / f"ISIC_{n:05d}.png", n)
+            age = "" if i % 10 == 3 else str(20.0 + 25 * c + i % 7)
+            sex = ("male", "female", "", "unknown")[i % 4]
+            rows.append([f"HAM_{n}", f"ISIC_{n:05d}", dx, age, sex, site])
+    return write_csv(tmp_path / "metadata.csv", HEADER, rows), images, rows
+
+
+def clinical_params(csv_path: Path, images: Path, metadata=("age", "sex", "site"), **overrides):
+    return load_params(ROOT / "params.yaml", {
+        "data.source": "csv", "data.csv.path": str(csv_path), "data.csv.images": str(images),
+        "data.csv.id": "image_id", "data.csv.label": "dx", "data.csv.group": "lesion_id",
+        "data.csv.clinical": HAM_CLINICAL, "model": "cnn", "models.cnn.image_size": SIZE,
+        "models.cnn.filters": [4, 8], "models.cnn.dense_units": 16, "models.cnn.metadata": list(metadata),
+        "data.workers": 1, "train.epochs": 25, "train.batch_size": 16, "train.learning_rate": 0.01,
+        "train.early_stopping.start_from_epoch": 25, "evaluate.bootstrap": 0, **overrides})
+
+
+# --- prepare ---------------------------------------------------------------------------------------
+
+def test_prepare_keeps_age_sex_and_site_per_split(tmp_path):
+    csv_path, images, rows = clinical_dataset(tmp_path)
+    prepare(clinical_params(csv_path, images), tmp_path / "prepared", tmp_path / "data.json")
+    assert load_labels(tmp_path / "prepared")["metadata"] == ["age", "sex", "site"]
+    data = load_prepared(tmp_path / "prepared")
+    missing_ages = 0
+    for split in data.splits.values():
+        meta = split.metadata
+        assert meta["age"].dtype == np.float64 and len(meta["sex"]) == len(split.labels)
+        # each image kept its own row's values through the split: the site is its class's
+        assert [SITE_OF[data.class_names[label]] for label in split.labels] == meta["site"].tolist()
+        missing_ages += int(np.isnan(meta["age"]).sum())
+        assert set(meta["sex"]) == {"male", "female", "unknown"}  # empty cells become "unknown"
+    assert missing_ages == sum(1 for row in rows if row[3] == "") > 0
+
+
+def test_prepare_without_clinical_columns_writes_no_metadata(tmp_path):
+    csv_path, images, _ = clinical_dataset(tmp_path, per_class=4)
+    p = clinical_params(csv_path, images, metadata=(), **{"data.csv.clinical": None})
+    prepare(p, tmp_path / "prepared", tmp_path / "data.json")
+    assert load_labels(tmp_path / "prepared")["metadata"] == []
+    assert all(s.metadata is None for s in load_prepared(tmp_path / "prepared").splits.values())
+
+
+def test_a_missing_clinical_column_and_a_bad_age_are_refused_naming_them(tmp_path):
+    csv_path, images, rows = clinical_dataset(tmp_path, per_class=4)
+    p = clinical_params(csv_path, images, **{"data.csv.clinical": {**HAM_CLINICAL, "site": "anatom_site"}})
+    with pytest.raises(CsvError, match="data.csv.clinical.site: no column 'anatom_site'"):
+        prepare(p, tmp_path / "prepared", tmp_path / "data.json")
+    rows[2][3] = "forty"
+    write_csv(csv_path, HEADER, rows)
+    with pytest.raises(CsvError, match=r"row 4, column of data.csv.clinical.age: 'forty' is not a number"):
+        prepare(clinical_params(csv_path, images), tmp_path / "prepared", tmp_path / "data.json")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.source": "medmnist"}, "models.cnn.metadata: .* only the csv source carries"),
+    ({"data.csv.clinical": {"age": "age", "sex": "sex", "site": None}},
+     "models.cnn.metadata: lists site but data.csv.clinical names no column for it; set data.csv.clinical.site"),
+    ({"data.csv.clinical": {"age": None, "sex": None, "site": None}}, "data.csv.clinical: name at least one column"),
+    ({"train.mixup": 0.2}, "train.mixup: mixup blends images but not clinical metadata"),
+    ({"models.cnn.metadata": ["age", "age"]}, "models.cnn.metadata: a field is listed twice"),
+])
+def test_params_refuse_metadata_the_data_cannot_supply(tmp_path, overrides, message):
+    with pytest.raises(ParamsError, match=message):
+        clinical_params(tmp_path / "x.csv", tmp_path, **overrides)
