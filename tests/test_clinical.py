@@ -44,7 +44,8 @@ def clinical_params(csv_path: Path, images: Path, metadata=("age", "sex", "site"
         "data.csv.clinical": HAM_CLINICAL, "model": "cnn", "models.cnn.image_size": SIZE,
         "models.cnn.filters": [4, 8], "models.cnn.dense_units": 16, "models.cnn.metadata": list(metadata),
         "data.workers": 1, "train.epochs": 25, "train.batch_size": 16, "train.learning_rate": 0.01,
-        "train.early_stopping.start_from_epoch": 25, "evaluate.bootstrap": 0, **overrides})
+        "train.early_stopping.start_from_epoch": 25, "evaluate.bootstrap": 0, "models.cnn.dropout": 0,
+        "train.label_smoothing": 0, "train.lr_schedule": "constant", **overrides})
 
 
 # --- prepare ---------------------------------------------------------------------------------------
@@ -96,3 +97,66 @@ def test_a_missing_clinical_column_and_a_bad_age_are_refused_naming_them(tmp_pat
 def test_params_refuse_metadata_the_data_cannot_supply(tmp_path, overrides, message):
     with pytest.raises(ParamsError, match=message):
         clinical_params(tmp_path / "x.csv", tmp_path, **overrides)
+
+
+# --- a model trained where the metadata decides the label ----------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """prepare + train as the stages run them, on the generated dataset: (project dir, params)."""
+    from skinsage.model.model_file import save_model
+    from skinsage.train.trainer import model_metadata, train_model
+
+    root = tmp_path_factory.mktemp("clinical")
+    csv_path, images, _ = clinical_dataset(root)
+    p = clinical_params(csv_path, images)
+    prepare(p, root / "prepared", root / "data.json")
+    data = load_prepared(root / "prepared", splits=("train", "val"))
+    model, _, summary = train_model(p, data)
+    save_model(model, root / "model.keras", model_metadata(p, data, summary))
+    return root, p
+
+
+def one_image(root: Path) -> np.ndarray:
+    return load_prepared(root / "prepared", splits=("test",)).splits["test"].images[:1]
+
+
+def test_metadata_reaches_the_model_and_decides_the_prediction(trained):
+    from skinsage.app.classifier import Classifier
+
+    root, _ = trained
+    clf = Classifier.load(root / "model.keras")
+    image = one_image(root)[0]
+    labels = {dx: clf.predict(image, metadata={"age": 40, "sex": "male", "site": site}).label
+              for dx, site in SITE_OF.items()}
+    assert labels == {dx: dx for dx in SITE_OF}  # same image, different site -> its class
+
+
+def test_missing_and_unseen_values_are_encoded_not_refused(trained):
+    from skinsage.app.classifier import Classifier
+
+    root, _ = trained
+    clf = Classifier.load(root / "model.keras")
+    image = one_image(root)[0]
+    for metadata in ({"age": None, "sex": "", "site": "face"}, {"age": float("nan"), "sex": "unknown", "site": "face"},
+                     {"age": "", "sex": "intersex", "site": "face"}):  # "intersex": never seen in training
+        prediction = clf.predict(image, metadata=metadata)
+        assert prediction.label == "bcc" and math.isclose(sum(prediction.probabilities.values()), 1, abs_tol=1e-6)
+    unseen_site = clf.predict(image, metadata={"age": 40, "sex": "male", "site": "sole of the foot"})
+    assert sum(unseen_site.probabilities.values()) == pytest.approx(1)
+
+
+def test_the_encoding_is_inside_the_saved_file(trained):
+    """Load from the file alone (the training vocabulary recorded in the network, not in Python)."""
+    import keras
+
+    from skinsage.model.clinical import clinical_fields
+    from skinsage.model.model_file import load_model
+
+    root, _ = trained
+    keras.backend.clear_session()
+    model, metadata = load_model(root / "model.keras")
+    assert clinical_fields(model) == ["age", "sex", "site"]
+    assert model.get_layer("site_encoding").get_vocabulary() == ["[UNK]", "back", "face", "leg"]
+    assert metadata["clinical"]["columns"] == HAM_CLINICAL
+    assert metadata["clinical"]["encoding"]["sex"] == {"vocabulary": ["female", "male"]}  # "unknown" is OOV
