@@ -160,3 +160,107 @@ def test_the_encoding_is_inside_the_saved_file(trained):
     assert model.get_layer("site_encoding").get_vocabulary() == ["[UNK]", "back", "face", "leg"]
     assert metadata["clinical"]["columns"] == HAM_CLINICAL
     assert metadata["clinical"]["encoding"]["sex"] == {"vocabulary": ["female", "male"]}  # "unknown" is OOV
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    from skinsage.app.cli import main
+
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_matches_metadata_csv_rows_by_file_name(trained, tmp_path, capsys):
+    """Rows named with or without the extension, columns named as in training (localization) or
+    by field; each image predicted with its own row; an image without a row is reported."""
+    from PIL import Image
+
+    root, _ = trained
+    image = one_image(root)[0]
+    for name in ("a", "b", "c", "d"):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    write_csv(tmp_path / "clinical.csv", ["image", "age", "sex", "localization"],
+              [["a.png", "40", "male", "face"], ["b", "", "", "back"], ["c.PNG", "60", "unknown", "leg"]])
+    code, out, err = run(capsys, "predict", "--model", root / "model.keras", "--format", "json",
+                         "--metadata", tmp_path / "clinical.csv", tmp_path)
+    labels = {Path(p["path"]).stem: p["label"] for p in json.loads(out)["predictions"]}
+    assert code == 0 and labels == {"a": "bcc", "b": "mel", "c": "nv"}
+    assert f"skipped {tmp_path / 'd.png'}: no row for this image in --metadata" in err
+
+
+def test_predict_one_image_with_flags_and_refusals(trained, tmp_path, capsys):
+    from PIL import Image
+
+    root, _ = trained
+    Image.fromarray(one_image(root)[0]).save(tmp_path / "x.png")
+    model = root / "model.keras"
+    code, out, _ = run(capsys, "predict", "--model", model, "--format", "csv", "--age", "", "--sex", "female",
+                       "--site", "leg", tmp_path / "x.png")
+    assert code == 0 and out.splitlines()[1].split(",")[2] == "nv"  # path, image_size, label_1
+    code, _, err = run(capsys, "predict", "--model", model, tmp_path / "x.png")
+    assert code == 1 and "takes clinical metadata besides the image (age, sex, site) and none was given. " \
+        "Pass --metadata FILE.csv" in err and "--age VALUE --sex VALUE --site VALUE" in err
+    code, _, err = run(capsys, "predict", "--model", model, "--site", "leg", tmp_path / "x.png")
+    assert code == 1 and "also pass --age --sex ('unknown' when not known)" in err
+    write_csv(tmp_path / "bad.csv", ["image", "age", "sex", "site_name"], [["x", "1", "male", "leg"]])
+    code, _, err = run(capsys, "predict", "--model", model, "--metadata", tmp_path / "bad.csv", tmp_path / "x.png")
+    assert code == 1 and "no value for 'site' (give it as site or localization" in err
+    code, _, err = run(capsys, "explain", "--model", model, "--out", tmp_path / "maps", tmp_path / "x.png")
+    assert code == 1 and "Grad-CAM (`skinsage explain`, the web app) supports image-only models" in err
+    code, _, err = run(capsys, "export", "--model", model, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert code == 1 and "export supports image-only models; this one also takes clinical metadata" in err
+
+
+def test_info_lists_the_clinical_inputs(trained, capsys):
+    root, _ = trained
+    code, out, _ = run(capsys, "info", "--model", root / "model.keras")
+    assert code == 0 and "inputs:       image + age (column age) + sex (column sex) + site (column localization)" in out
+
+
+def test_web_app_refuses_a_clinical_model_at_start(trained):
+    from skinsage.app.classifier import Classifier, PredictError
+    from skinsage.app.server import create_app
+
+    with pytest.raises(PredictError, match="the web app\\) supports image-only models"):
+        create_app(Classifier.load(trained[0] / "model.keras"))
+
+
+def test_image_only_model_warns_that_metadata_is_ignored(model_path, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "x.png")
+    code, _, err = run(capsys, "predict", "--model", model_path, "--sex", "male", tmp_path / "x.png")
+    assert code == 0 and "takes images only; --sex is ignored" in err
+
+
+def test_evaluate_stage_and_skinsage_evaluate_agree_with_metadata(trained, tmp_path, capsys, monkeypatch):
+    """The `evaluate` stage's script and `skinsage evaluate --data data/prepared` on one project."""
+    import runpy
+    import shutil
+
+    root, p = trained
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    shutil.copytree(root / "prepared", project / "data" / "prepared")
+    shutil.copy(root / "model.keras", project / "models" / "model.keras")
+    import yaml
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["evaluate"]["bootstrap"] = 0
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(project)
+    runpy.run_path(str(ROOT / "stages" / "evaluate.py"), run_name="__main__")
+    recorded = json.loads((project / "metrics" / "eval_full.json").read_text())
+    code, _, _ = run(capsys, "evaluate", "--data", "data/prepared", "--out", "cli.json", "--bootstrap", "0")
+    cli = json.loads((project / "cli.json").read_text())["metrics"]
+    assert code == 0 and recorded["accuracy"] > 0.8  # the metadata was used: the images are noise
+    for key in ("accuracy", "balanced_accuracy", "auc_macro_ovr", "loss"):
+        assert cli[key] == pytest.approx(recorded[key], abs=1e-9), key
+    folders = tmp_path / "classes"
+    for i, (image, label) in enumerate(zip(one_image(root), ["bcc"])):
+        (folders / label).mkdir(parents=True)
+        from PIL import Image
+        Image.fromarray(image).save(folders / label / f"{i}.png")
+    code, _, err = run(capsys, "evaluate", "--data", folders)
+    assert code == 1 and f"and {folders} has none: evaluate it on a folder written by `prepare`" in err

@@ -161,7 +161,6 @@ class Classifier:
         returned photo and overlay (not the model's input)."""
         from ..model.gradcam import overlay
 
-        self._refuse_clinical("Grad-CAM (explain, the web app's heat map)")
         if class_name is not None and class_name not in self.classes:
             raise PredictError(f"unknown class {class_name!r}; the model's classes: "
                                f"{', '.join(self.classes)}")
@@ -181,6 +180,7 @@ class Classifier:
         if self._grad_cam is None:
             import keras
 
+            self._refuse_clinical("Grad-CAM (`skinsage explain`, the web app)")
             from ..model.gradcam import GradCam
             if not isinstance(self.model, keras.Model):  # an exported runtime has no gradients
                 raise PredictError(f"{self.path or 'model'}: Grad-CAM needs the .keras model (it takes "
