@@ -264,3 +264,40 @@ def test_evaluate_stage_and_skinsage_evaluate_agree_with_metadata(trained, tmp_p
         Image.fromarray(image).save(folders / label / f"{i}.png")
     code, _, err = run(capsys, "evaluate", "--data", folders)
     assert code == 1 and f"and {folders} has none: evaluate it on a folder written by `prepare`" in err
+
+
+def metadata_split(per_class: int, seed: int, size: int):
+    """Noise images whose class is given by the site; ages and sexes with missing values."""
+    from skinsage.prepared import Split
+
+    labels = np.repeat(np.arange(len(SITE_OF)), per_class)
+    rng = np.random.default_rng(seed)
+    sites = np.asarray([list(SITE_OF.values())[label] for label in labels])
+    ages = np.where(rng.random(len(labels)) < 0.2, np.nan, rng.integers(20, 80, len(labels)).astype(float))
+    sexes = rng.choice(["male", "female", "unknown"], len(labels))
+    return Split(rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8), labels.astype(np.int64),
+                 {"age": ages, "sex": sexes, "site": sites})
+
+
+def test_resnet50_head_trains_on_cached_features_with_metadata(tmp_path):
+    """The head phase takes cached features + metadata; fine-tuning then the whole model's inputs."""
+    from skinsage.app.classifier import Classifier
+    from skinsage.model.model_file import save_model
+    from skinsage.prepared import PreparedData
+    from skinsage.train.trainer import model_metadata, train_model
+
+    p = clinical_params(tmp_path / "x.csv", tmp_path, **{
+        "model": "resnet50", "models.resnet50.weights": None, "models.resnet50.image_size": 32,
+        "models.resnet50.dense_units": 16, "models.resnet50.metadata": ["age", "sex", "site"],
+        "models.resnet50.fine_tune.epochs": 1, "models.resnet50.dropout": 0, "train.epochs": 30})
+    data = PreparedData(list(SITE_OF), "generated", 32, {"train": metadata_split(12, 1, 32),
+                                                         "val": metadata_split(3, 2, 32)})
+    model, _, summary = train_model(p, data)
+    assert summary["feature_caching"] and summary["fine_tune_epochs_run"] == 1
+    save_model(model, tmp_path / "model.keras", model_metadata(p, data, summary))
+    clf = Classifier.load(tmp_path / "model.keras")
+    image = data.splits["val"].images[0]
+    probs = np.array([list(clf.predict(image, metadata={"age": 50, "sex": "male", "site": site}).probabilities.values())
+                      for site in SITE_OF.values()])  # row: site given, column: class (SITE_OF's order)
+    # each class is most probable when its own site is given: the metadata reaches the head
+    assert (probs.argmax(axis=0) == np.arange(len(SITE_OF))).all(), probs
