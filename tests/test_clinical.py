@@ -301,3 +301,37 @@ def test_resnet50_head_trains_on_cached_features_with_metadata(tmp_path):
                       for site in SITE_OF.values()])  # row: site given, column: class (SITE_OF's order)
     # each class is most probable when its own site is given: the metadata reaches the head
     assert (probs.argmax(axis=0) == np.arange(len(SITE_OF))).all(), probs
+
+
+# --- real HAM10000 (../shared/data) ---------------------------------------------------------------
+
+REAL = (ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not (REAL / "ham10000_metadata.csv").exists(), reason=f"real data not found at {REAL}")
+def test_real_ham10000_metadata_arrays(tmp_path):
+    """The csv source on HAM10000's own metadata at 28 px: every image's age, sex and site as in
+    its CSV row (ages 0-90, NaN exactly where the cell is empty)."""
+    import csv
+
+    p = load_params(ROOT / "params.yaml", {
+        "model": "cnn", "models.cnn.image_size": 28, "data.source": "csv",
+        "data.csv.path": str(REAL / "ham10000_metadata.csv"), "data.csv.images": str(REAL / "ham10000_jpg"),
+        "data.csv.id": "image_id", "data.csv.label": "dx", "data.csv.group": "lesion_id",
+        "data.csv.clinical": HAM_CLINICAL})
+    prepare(p, tmp_path / "prepared", tmp_path / "data.json")
+    with open(REAL / "ham10000_metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "prepared" / "skipped.csv", newline="") as f:  # e.g. same-class duplicates
+        skipped = {Path(row["path"]).stem for row in csv.DictReader(f)}
+    rows = [row for row in rows if row["image_id"] not in skipped]  # the images in the splits
+    data = load_prepared(tmp_path / "prepared")
+    ages = np.concatenate([s.metadata["age"] for s in data.splits.values()])
+    sites = set(np.concatenate([s.metadata["site"] for s in data.splits.values()]).tolist())
+    sexes = set(np.concatenate([s.metadata["sex"] for s in data.splits.values()]).tolist())
+    assert len(ages) == len(rows)  # every image of the CSV is in a split, or in skipped.csv
+    assert np.nanmin(ages) >= 0 and np.nanmax(ages) <= 90
+    assert int(np.isnan(ages).sum()) == sum(1 for row in rows if not row["age"].strip())
+    assert sites == {row["localization"].strip().lower() or "unknown" for row in rows}
+    assert sexes <= {"male", "female", "unknown"}
