@@ -335,3 +335,12 @@ def test_real_ham10000_metadata_arrays(tmp_path):
     assert int(np.isnan(ages).sum()) == sum(1 for row in rows if not row["age"].strip())
     assert sites == {row["localization"].strip().lower() or "unknown" for row in rows}
     assert sexes <= {"male", "female", "unknown"}
+
+
+def test_model_card_grad_cam_examples_are_skipped_for_a_clinical_model(trained):
+    from skinsage.report.explanations import explain_examples
+
+    root, _ = trained
+    picks = [{"class": "bcc", "correct": {"index": 0, "predicted": "bcc", "confidence": 0.9}, "wrong": None}]
+    rows, layer = explain_examples(root / "model.keras", one_image(root), picks, list(SITE_OF))
+    assert layer is None and rows == [{"class": "bcc", "correct": None, "wrong": None}]
