@@ -57,6 +57,21 @@ class FolderParams:
     groups: Optional[FolderGroupsParams]  # None = no groups
 
 
+CLINICAL_FIELDS = ("age", "sex", "site")  # the clinical metadata a model can take besides the image
+
+
+@dataclass(frozen=True)
+class ClinicalParams:
+    """The CSV columns holding clinical metadata; None = the dataset has no such column."""
+    age: Optional[str]             # age in years (HAM10000 `age`, ISIC `age_approx`)
+    sex: Optional[str]
+    site: Optional[str]            # anatomical site (HAM10000 `localization`, ISIC `anatom_site_general`)
+
+    def columns(self) -> dict[str, str]:
+        """field -> column, for the fields the dataset has."""
+        return {name: getattr(self, name) for name in CLINICAL_FIELDS if getattr(self, name) is not None}
+
+
 @dataclass(frozen=True)
 class CsvParams:
     """Images in a folder, labels (and lesion or patient ids) in a CSV: how HAM10000 and ISIC ship."""
@@ -68,6 +83,7 @@ class CsvParams:
     metadata: Optional[str]        # optional second CSV joined on `id` (e.g. ISIC 2019's lesion_id)
     classes: Optional[dict[str, str]]  # rename/merge map {name in the CSV: class name}; None = as is
     exclude: Optional[tuple[str, ...]]  # labels (as in the CSV) whose rows are dropped, e.g. [UNK]; None = none
+    clinical: Optional[ClinicalParams]  # columns of age, sex, anatomical site kept by `prepare`; None = none
 
     @property
     def one_hot(self) -> bool:
@@ -126,6 +142,8 @@ class CnnParams:
     dense_units: int
     dropout: float
     augment: AugmentParams
+    # clinical inputs beside the image (any of age, sex, site); None ([] in params.yaml) = image only
+    metadata: Optional[tuple[Literal["age", "sex", "site"], ...]]
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,7 @@ class Resnet50Params:
     dropout: float
     augment: AugmentParams  # on: the head phase runs the backbone every epoch (no feature caching)
     fine_tune: FineTuneParams
+    metadata: Optional[tuple[Literal["age", "sex", "site"], ...]]  # as in CnnParams
 
 
 @dataclass(frozen=True)
@@ -401,6 +420,7 @@ def _check_values(p: Params) -> None:
             _require(0 <= getattr(a, name) < 1, f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
         _require(0 <= a.rotation <= 180, f"models.{model}.augment.rotation: degrees, 0..180 (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
+    _check_metadata_inputs(p)
     formats = p.export.formats or ()
     _require(len(set(formats)) == len(formats), f"export.formats: a format is listed twice in {list(formats)}")
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
@@ -453,6 +473,38 @@ def _check_csv(c: CsvParams) -> None:
         both = sorted(set(c.classes) & set(exclude))
         _require(not both, f"data.csv.classes and data.csv.exclude both name '{both[0] if both else ''}'; "
                  "keep it in one of them")
+    _check_clinical(c.clinical)
+
+
+def _check_clinical(c: Optional[ClinicalParams]) -> None:
+    if c is None:
+        return
+    columns = c.columns()
+    _require(bool(columns), "data.csv.clinical: name at least one column (age, sex, site), or set "
+             "data.csv.clinical: null when the CSV has no clinical columns")
+    for name, column in columns.items():
+        _require(bool(column.strip()), f"data.csv.clinical.{name}: a column name, or null if the CSV has none")
+    twice = [column for column in columns.values() if list(columns.values()).count(column) > 1]
+    _require(not twice, f"data.csv.clinical: column '{twice[0] if twice else ''}' is given for two "
+             "fields; each of age, sex and site needs its own column")
+
+
+def _check_metadata_inputs(p: Params) -> None:
+    """The selected model's clinical inputs must be fields `prepare` keeps (data.csv.clinical)."""
+    key, wanted = f"models.{p.model}.metadata", p.model_params.metadata or ()
+    _require(len(set(wanted)) == len(wanted), f"{key}: a field is listed twice in {list(wanted)}")
+    if not wanted:
+        return
+    example = "e.g. {age: age, sex: sex, site: localization} for HAM10000"
+    _require(p.data.source == "csv", f"{key}: {list(wanted)} needs clinical metadata, which only the csv "
+             f"source carries (data.source is {p.data.source}); set data.source: csv and "
+             f"data.csv.clinical ({example}), or {key}: [] for an image-only model")
+    have = p.data.csv.clinical.columns() if p.data.csv.clinical else {}
+    missing = [name for name in wanted if name not in have]
+    _require(not missing, f"{key}: lists {', '.join(missing)} but data.csv.clinical names no column "
+             f"for it; set data.csv.clinical.{missing[0] if missing else ''} ({example}) or remove it from {key}")
+    _require(p.train.mixup == 0, f"train.mixup: mixup blends images but not clinical metadata ({key} is "
+             f"{list(wanted)}); set train.mixup: 0 or {key}: []")
 
 
 def _check_fine_tune(f: FineTuneParams) -> None:

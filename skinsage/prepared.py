@@ -1,7 +1,9 @@
 """The prepared dataset on disk (data/prepared): what `prepare` writes and every later stage reads.
 
-One npz per split (uint8 images, int64 labels) and labels.json (class names, dataset, image size,
-and under "prepare_params" the params.yaml values `prepare` used). It lives at the top of the
+One npz per split (uint8 images, int64 labels; with clinical metadata, also `metadata_<field>`
+arrays: age float64 with NaN for missing, sex and site strings with "unknown" for missing) and
+labels.json (class names, dataset, image size, "metadata": the clinical fields present, and under
+"prepare_params" the params.yaml values `prepare` used). It lives at the top of the
 package because it is the contract between stages, not any stage's code.
 """
 
@@ -20,6 +22,7 @@ from .params import Params
 SPLITS = ("train", "val", "test")
 PREPARE_PARAMS_KEY = "prepare_params"
 SHOW_CHANGES = 3  # differing keys named in the message; the rest are counted
+METADATA_PREFIX = "metadata_"  # npz keys of the clinical metadata arrays: metadata_age, ...
 
 
 class PreparedParamsError(SkinSageError, ValueError):
@@ -30,6 +33,7 @@ class PreparedParamsError(SkinSageError, ValueError):
 class Split:
     images: np.ndarray  # (N, S, S, 3) uint8
     labels: np.ndarray  # (N,) int64
+    metadata: dict[str, np.ndarray] | None = None  # clinical field (age, sex, site) -> (N,); None = none
 
 
 @dataclass
@@ -42,10 +46,15 @@ class PreparedData:
 
 def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | None = None) -> None:
     out_dir = Path(out_dir)
+    fields = []
     for name, split in data.splits.items():
-        write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels)
+        metadata = split.metadata or {}
+        fields = fields or list(metadata)
+        write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels,
+                  **{METADATA_PREFIX + key: values for key, values in metadata.items()})
     write_json(out_dir / "labels.json", {"classes": data.class_names, "dataset": data.dataset,
-                                         "image_size": data.image_size, **(extra_info or {})})
+                                         "image_size": data.image_size, "metadata": fields,
+                                         **(extra_info or {})})
 
 
 def load_labels(prepared_dir: str | Path) -> dict:
@@ -54,7 +63,9 @@ def load_labels(prepared_dir: str | Path) -> dict:
 
 def load_split(prepared_dir: str | Path, split: str) -> Split:
     with np.load(Path(prepared_dir) / f"{split}.npz", allow_pickle=False) as npz:
-        return Split(images=npz["images"], labels=npz["labels"])
+        metadata = {key.removeprefix(METADATA_PREFIX): npz[key] for key in npz.files
+                    if key.startswith(METADATA_PREFIX)}
+        return Split(images=npz["images"], labels=npz["labels"], metadata=metadata or None)
 
 
 def load_prepared(prepared_dir: str | Path, splits=SPLITS) -> PreparedData:
@@ -80,9 +91,9 @@ def count_summary(data: PreparedData) -> dict:
 
 
 def prepare_params(params: Params) -> dict:
-    """What `prepare`'s output depends on (its params in dvc.yaml: seed, model, data,
-    models.<model>.image_size) as flat dotted keys with JSON values, as recorded in labels.json."""
-    flat = {"seed": params.seed, "model": params.model,
+    """What `prepare`'s output depends on (its params in dvc.yaml: model, data (its own seed
+    included), models.<model>.image_size) as flat dotted keys with JSON values, as recorded in labels.json."""
+    flat = {"model": params.model,
             **_flatten("data", asdict(params.data)),
             f"models.{params.model}.image_size": params.image_size}
     return json.loads(json.dumps(flat))  # tuples become lists, as they read back from the file

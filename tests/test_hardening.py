@@ -424,7 +424,8 @@ def test_prepare_records_its_params_and_train_refuses_a_mismatch(tmp_path):
     from skinsage.prepared import PreparedParamsError, check_prepared_params, load_labels
     prepare(synthetic_params(), tmp_path / "prepared", tmp_path / "data.json")
     labels = load_labels(tmp_path / "prepared")
-    assert labels["classes"] and labels["prepare_params"]["seed"] == synthetic_params().seed
+    assert labels["classes"] and labels["prepare_params"]["data.seed"] == synthetic_params().data.seed
+    assert "seed" not in labels["prepare_params"]  # the training seed: a new one keeps data/prepared
     check_prepared_params(synthetic_params(**{"train.epochs": 3}), tmp_path / "prepared")  # not prepare's
     with pytest.raises(PreparedParamsError, match=r"data\.split\.val is 0\.3 in params\.yaml but "
                                                   r"data/prepared was made with 0\.1.*--queue.*--temp"):

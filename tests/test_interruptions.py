@@ -242,9 +242,9 @@ def snapshot(project: Path, paths: list[str]) -> dict[str, str]:
     return digests
 
 
-# A param of the stage alone, changed so that it must rewrite its outputs. (Not the seed for
-# `train`: that is also prepare's, and train refuses data/prepared made with other params.)
-RERUN_CHANGE = {"prepare": lambda attempt: {"seed": attempt},
+# A param of the stage alone, changed so that it must rewrite its outputs (train refuses
+# data/prepared made with other params, so train's change must not be one of prepare's).
+RERUN_CHANGE = {"prepare": lambda attempt: {"data.seed": attempt},
                 "train": lambda attempt: {"train.learning_rate": (attempt + 1) * 1e-3}}
 
 

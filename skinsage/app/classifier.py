@@ -4,6 +4,7 @@
     clf = Classifier.load("models/model.keras")   # load once ...
     clf.predict("lesion.jpg").label                # ... predict many times
     clf.predict(["a.jpg", pil_image, uint8_array])  # a list is one batch, a list comes back
+    clf.predict("lesion.jpg", metadata={"age": 55, "sex": "male", "site": "back"})  # a model with clinical inputs
 
 Images go through `data.images.load_image`, the function `prepare` uses, so a photo is seen exactly
 as in training; probabilities come from `model.inference`, the path the `evaluate` stage scores, with
@@ -13,6 +14,7 @@ metadata `train` saved inside the model.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from itertools import islice
@@ -25,8 +27,10 @@ from PIL import Image
 from ..data.images import ImageError, is_os_clutter, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
 from ..model.inference import TTA_CHOICES, predict_probabilities
-from ..model.model_file import check_metadata, check_network, inference_settings
+from ..model.model_file import check_metadata, check_network, clinical_record, inference_settings
+from .clinical_input import MetadataTable, missing_metadata_message, resolve
 
+log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 3
 BATCH_SIZE = 32
 
@@ -108,6 +112,9 @@ class Classifier:
                                "and cannot run without it; use the .keras model for TTA none")
         self.runtime_tta = "none" if in_graph == "flips" else self.tta
         self.runtime_temperature = 1.0 if getattr(model, "temperature_in_graph", False) else self.temperature
+        record = clinical_record(metadata)
+        # the clinical inputs the model takes (age, sex, site) and the CSV columns it learnt them from
+        self.clinical_inputs, self.clinical_columns = record["inputs"], record["columns"]
         self._grad_cam = None  # built by the first explain()
 
     @classmethod
@@ -135,14 +142,20 @@ class Classifier:
         raise PredictError(f"cannot predict a {type(source).__name__}: give a file path, a Pillow "
                            "image or a uint8 array (H, W), (H, W, 3) or (H, W, 4)")
 
-    def predict(self, inputs, top_k: int = DEFAULT_TOP_K, batch_size: int = BATCH_SIZE):
-        """One input -> a Prediction; a list (or an (N, H, W, C) array) -> a list of them."""
+    def predict(self, inputs, top_k: int = DEFAULT_TOP_K, batch_size: int = BATCH_SIZE, metadata=None):
+        """One input -> a Prediction; a list (or an (N, H, W, C) array) -> a list of them.
+        `metadata` for a model with clinical inputs: a dict ({"age": 55, "sex": "male", "site":
+        "back"}; keys may also be the training CSV's column names) for one input, a list of them
+        for a list; None or empty for a value not known."""
         single = not isinstance(inputs, (list, tuple)) and not (
             isinstance(inputs, np.ndarray) and inputs.ndim == 4)
         items = [inputs] if single else list(inputs)
+        rows = None if metadata is None else ([metadata] if single else list(metadata))
+        if rows is not None and len(rows) != len(items):
+            raise PredictError(f"metadata: {len(rows)} row(s) for {len(items)} image(s); give one per image")
         arrays = [self.prepare(item) for item in items]
         sources = [str(item) if isinstance(item, (str, os.PathLike)) else None for item in items]
-        results = self._predict_arrays(arrays, sources, top_k, batch_size)
+        results = self._predict_arrays(arrays, sources, top_k, batch_size, rows)
         return results[0] if single else results
 
     def explain(self, source, class_name: str | None = None, top_k: int = DEFAULT_TOP_K,
@@ -172,6 +185,7 @@ class Classifier:
         if self._grad_cam is None:
             import keras
 
+            self._refuse_clinical("Grad-CAM (`skinsage explain`, the web app)")
             from ..model.gradcam import GradCam
             if not isinstance(self.model, keras.Model):  # an exported runtime has no gradients
                 raise PredictError(f"{self.path or 'model'}: Grad-CAM needs the .keras model (it takes "
@@ -185,42 +199,84 @@ class Classifier:
             source = _array_to_image(source)
         return load_photo(source, max_side)
 
-    def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    def _refuse_clinical(self, what: str) -> None:
+        if self.clinical_inputs:
+            raise PredictError(f"{self.path or 'model'}: {what} supports image-only models; this one also "
+                               f"takes clinical metadata ({', '.join(self.clinical_inputs)}). Use `skinsage "
+                               "predict --metadata FILE.csv` (or --age/--sex/--site) for its predictions")
+
+    def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE,
+                      metadata: dict | None = None) -> np.ndarray:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
-        exactly what the `evaluate` stage scores for them."""
-        return predict_probabilities(self.model, images, batch_size, self.runtime_tta, self.runtime_temperature)
+        exactly what the `evaluate` stage scores for them. `metadata`: field -> (N,) values, for a
+        model with clinical inputs."""
+        return predict_probabilities(self.model, images, batch_size, self.runtime_tta, self.runtime_temperature,
+                                     metadata=metadata)
+
+    def metadata_table(self, path: str | Path) -> MetadataTable:
+        """A `--metadata` CSV read for this model's clinical inputs (id column: the training one too)."""
+        csv_params = ((self.metadata.get("params") or {}).get("data") or {}).get("csv") or {}
+        return MetadataTable(path, self.clinical_inputs, self.clinical_columns, csv_params.get("id"))
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = DEFAULT_TOP_K,
-                      batch_size: int = BATCH_SIZE) -> Iterator[FileOutcome]:
+                      batch_size: int = BATCH_SIZE, metadata=None) -> Iterator[FileOutcome]:
         """Outcomes in input order, a batch at a time; an unreadable file is reported, not raised.
+        `metadata`: a MetadataTable (rows looked up by file name; a file without a row is
+        reported), or one dict used for every file.
 
         So is any unexpected exception while reading one file (its type in the reason), unless
         SKINSAGE_DEBUG=1, which re-raises it to show the traceback."""
         paths = iter(paths)
         while chunk := list(islice(paths, batch_size)):
-            arrays, readable, errors = [], [], {}
+            arrays, readable, rows, errors = [], [], [], {}
             for path in chunk:
+                row = self._row_for(path, metadata)
+                if row is _NO_ROW:
+                    errors[str(path)] = f"no row for this image in --metadata {metadata.path}"
+                    continue
                 try:
                     arrays.append(self.prepare(path))
                     readable.append(str(path))
+                    rows.append(row)
                 except ImageError as err:
                     errors[str(path)] = str(err).removeprefix(f"{path}: ")
                 except Exception as err:  # noqa: BLE001  one odd file must not cost the batch
                     if debug_mode():
                         raise
                     errors[str(path)] = unexpected_reason(err)
-            predictions = iter(self._predict_arrays(arrays, readable, top_k, batch_size))
+            rows = None if metadata is None else rows
+            predictions = iter(self._predict_arrays(arrays, readable, top_k, batch_size, rows))
             for path in map(str, chunk):
                 yield (FileOutcome(path, error=errors[path]) if path in errors
                        else FileOutcome(path, prediction=next(predictions)))
 
+    def _row_for(self, path, metadata):
+        if not isinstance(metadata, MetadataTable):
+            return metadata
+        row = metadata.lookup(path)
+        return _NO_ROW if row is None and self.clinical_inputs else row
+
+    def _columns(self, rows: list | None) -> dict | None:
+        """field -> n values for the model's clinical inputs from per-image rows; None for an
+        image-only model (metadata given to it is ignored, with a warning)."""
+        if not self.clinical_inputs:
+            if rows is not None and any(row for row in rows):
+                log.warning(f"{self.path or 'model'} takes images only: the clinical metadata given is ignored")
+            return None
+        if rows is None:
+            raise PredictError(missing_metadata_message(self.path or "model", self.clinical_inputs,
+                                                        self.clinical_columns))
+        resolved = [resolve(row or {}, self.clinical_inputs, self.clinical_columns, "metadata") for row in rows]
+        return {field: [row[field] for row in resolved] for field in self.clinical_inputs}
+
     def _predict_arrays(self, arrays: list[np.ndarray], sources: list[str | None], top_k: int,
-                        batch_size: int) -> list[Prediction]:
+                        batch_size: int, rows: list | None = None) -> list[Prediction]:
         if top_k < 1:
             raise PredictError(f"top-k must be at least 1, got {top_k}")
+        columns = self._columns(rows)  # before the early return: a missing-metadata error is never skipped
         if not arrays:
             return []
-        probs = self.probabilities(np.stack(arrays), batch_size)
+        probs = self.probabilities(np.stack(arrays), batch_size, columns)
         return [self._result(row, source, top_k) for row, source in zip(probs, sources)]
 
     def _result(self, row: np.ndarray, source: str | None, top_k: int) -> Prediction:
@@ -229,6 +285,9 @@ class Classifier:
         return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
                           probabilities={name: float(p) for name, p in zip(self.classes, row)},
                           image_size=self.image_size, source=source)
+
+
+_NO_ROW = object()  # a MetadataTable without a row for the file
 
 
 def collect_images(inputs: Iterable[str | Path]) -> Collected:

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         "table for people; json or csv for programs (default: table on a terminal, json otherwise)"))
     predict.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass")
     _tta_option(predict)
+    clinical = predict.add_argument_group("clinical metadata (models trained with models.<model>.metadata)")
+    clinical.add_argument("--metadata", metavar="FILE.csv", help=(
+        "a row per image: its file name (extension optional) in a column 'image' (or image_id, "
+        "image_name, file, filename, path, or the training id column), then age, sex, site (or the "
+        "training CSV's column names, e.g. localization); empty or 'unknown' when not known"))
+    clinical.add_argument("--age", help="age in years of the patient in a single image")
+    clinical.add_argument("--sex", help="sex of the patient in a single image")
+    clinical.add_argument("--site", help="anatomical site of the lesion in a single image")
     predict.set_defaults(run=run_predict)
 
     explain = commands.add_parser("explain", help="Grad-CAM heat maps: where the model looked",
@@ -144,9 +152,10 @@ def run_predict(args) -> int:
         _report_skipped(found.problems)
         raise PredictError("no image files to predict")
     clf = Classifier.load(args.model, tta=args.tta)  # once per command
+    metadata = _clinical_metadata(args, clf, len(found.files))
     outcomes = []
     with progress(total=len(found.files), desc="predict") as bar:
-        for outcome in clf.predict_files(found.files, args.top_k, args.batch_size):
+        for outcome in clf.predict_files(found.files, args.top_k, args.batch_size, metadata=metadata):
             outcomes.append(outcome)
             bar.update()
     predictions = [o.prediction for o in outcomes if o.prediction]
@@ -162,6 +171,35 @@ def run_predict(args) -> int:
     else:
         print(predictions_json(clf, predictions, skipped))
     return 0
+
+
+def _clinical_metadata(args, clf, n_files: int):
+    """What `predict` passes as metadata: a MetadataTable (--metadata), one dict (--age/--sex/--site,
+    a single image), or None. Refused when the model needs it and it is missing; ignored (with a
+    warning) for an image-only model."""
+    from .classifier import PredictError
+    from .clinical_input import missing_metadata_message
+
+    flags = {name: getattr(args, name) for name in ("age", "sex", "site") if getattr(args, name) is not None}
+    if args.metadata and flags:
+        raise PredictError("give the clinical metadata either as --metadata FILE.csv or as --age/--sex/--site, not both")
+    if not clf.clinical_inputs:
+        if args.metadata or flags:
+            given = "--metadata" if args.metadata else "/".join(f"--{name}" for name in flags)
+            print(f"warning: {args.model} takes images only; {given} is ignored", file=sys.stderr)
+        return None
+    if args.metadata:
+        return clf.metadata_table(args.metadata)
+    if not flags:
+        raise PredictError(missing_metadata_message(args.model, clf.clinical_inputs, clf.clinical_columns))
+    if n_files > 1:
+        raise PredictError(f"--age/--sex/--site describe a single image, but {n_files} were given; "
+                           "use --metadata FILE.csv with a row per image")
+    missing = [name for name in clf.clinical_inputs if name not in flags]
+    if missing:
+        raise PredictError(f"{args.model} takes {', '.join(clf.clinical_inputs)}: also pass "
+                           + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
+    return flags
 
 
 def run_explain(args) -> int:
@@ -218,7 +256,7 @@ def run_evaluate(args) -> int:
     from ..evaluate.outputs import headline, json_safe
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
-    from .classifier import Classifier
+    from .classifier import Classifier, PredictError
     from .console import metrics_text, model_line
     from .evaluation_data import load_labelled
 
@@ -232,6 +270,10 @@ def run_evaluate(args) -> int:
     data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
                          renames=_parse_maps(args.map), workers=args.workers)
     _report_skipped(data.skipped, at_most=10)
+    if clf.clinical_inputs and not data.split.metadata:
+        raise PredictError(f"{args.model} takes clinical metadata ({', '.join(clf.clinical_inputs)}) besides "
+                           f"the image, and {args.data} has none: evaluate it on a folder written by "
+                           "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
                                         bootstrap=bootstrap, seed=seed, **ece)
@@ -261,12 +303,13 @@ def run_info(args) -> int:
 
 
 def run_export(args) -> int:
-    from ..export.convert import calibration_images, check_request, export_model
+    from ..export.convert import calibration_images, check_image_only, check_request, export_model
     from ..model.model_file import load_model
 
     check_request(args.format, args.quantize, args.out)  # before loading anything
     _check_out(args.out)
     model, metadata = load_model(args.model)
+    check_image_only(metadata, args.model)
     calibration = args.calibration or ("data/prepared" if args.quantize == "int8" else None)
     images = calibration and calibration_images(calibration, metadata["image_size"])
     result = export_model(model, metadata, args.out, args.format, args.quantize,

@@ -72,6 +72,8 @@ def info_text(info: dict) -> str:
              f"input size:   {info['image_size']}x{info['image_size']} px RGB",
              f"trained on:   {info['dataset']}",
              f"inference:    TTA {info['tta']}, temperature {info['temperature']:.3f}",
+             "inputs:       image" + "".join(f" + {field} (column {column})" for field, column
+                                             in (info.get("clinical_inputs") or {}).items()),
              f"params hash:  {info['params_hash']}",
              f"classes ({len(info['classes'])}):"]
     lines += [f"  {i}  {name}" for i, name in enumerate(info["classes"])]
@@ -80,7 +82,8 @@ def info_text(info: dict) -> str:
         lines += [f"  {key}: {json.dumps(value)}" for key, value in info["params"].items()]
     if info["train_summary"]:
         lines.append("training:     " + ", ".join(f"{k.replace('_', ' ')} {v}"
-                                                  for k, v in info["train_summary"].items()))
+                                                  for k, v in info["train_summary"].items()
+                                                  if not isinstance(v, dict)))  # e.g. the clinical encoding
     if info["test_metrics"]:
         lines.append(f"test metrics (from {info['test_metrics_source']}):")
         lines.append(metrics_text(info["test_metrics"], indent="  "))

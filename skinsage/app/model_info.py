@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ..model.model_file import inference_settings
+from ..model.model_file import clinical_record, inference_settings
 
 EVAL_STAGE, EVAL_FILE = "evaluate", "metrics/eval_full.json"
 
@@ -32,6 +32,9 @@ def model_info(path: str | Path, metadata: dict) -> dict:
         "dataset": metadata.get("dataset"),
         "format": metadata.get("format"),
         **inference_settings(metadata, str(path)),  # tta, temperature
+        # clinical inputs beside the image (field -> the training CSV column), {} = image only
+        "clinical_inputs": {field: clinical_record(metadata)["columns"].get(field, field)
+                            for field in clinical_record(metadata)["inputs"]},
         "params_hash": metadata.get("params_hash"),
         "params": {key: params[key] for key in ("seed", "train") if key in params}
                   | ({f"models.{kind}": params["models"][kind]}

@@ -74,12 +74,14 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
 def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict | None]:
     """The splits, and the group counts (None when the source has no groups)."""
     if raw.has_official_split:
-        splits = {s: Split(raw.images[s], raw.labels[s]) for s in SPLITS}
+        splits = {s: Split(raw.images[s], raw.labels[s], raw.metadata.get(s)) for s in SPLITS}
         groups = {s: raw.groups[s] for s in SPLITS} if raw.groups else None
     else:
         images, labels = raw.images["all"], raw.labels["all"]
         index = _split_index(raw, params)
-        splits = {s: Split(images[idx], labels[idx]) for s, idx in index.items()}
+        metadata = raw.metadata.get("all")
+        splits = {s: Split(images[idx], labels[idx], metadata and {k: v[idx] for k, v in metadata.items()})
+                  for s, idx in index.items()}
         groups = {s: raw.groups["all"][idx] for s, idx in index.items()} if raw.groups else None
     data = PreparedData(class_names=raw.class_names, dataset=raw.name, image_size=params.image_size,
                         splits=splits)

@@ -19,9 +19,10 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     evaluate` from the model file's `inference_settings`). The metrics dict is
     `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
     1 it also has the calibration before it ("temperature", "ece_before_temperature",
-    "loss_before_temperature"), so the gain is visible.
+    "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
+    split's metadata.
     """
-    probs = predict_probabilities(model, split.images, batch_size, tta, temperature)
+    probs = predict_probabilities(model, split.images, batch_size, tta, temperature, metadata=split.metadata)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     if temperature != 1.0:

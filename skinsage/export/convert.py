@@ -55,6 +55,17 @@ def check_request(fmt: str, quantize: str, out: str | Path) -> None:
                           "(`skinsage predict` recognises the format by it)")
 
 
+def check_image_only(metadata: dict, where: str) -> None:
+    """Exported files take images only: a model with clinical inputs is refused, naming them."""
+    from ..model.model_file import clinical_record
+
+    fields = clinical_record(metadata)["inputs"]
+    if fields:
+        raise ExportError(f"{where}: export supports image-only models; this one also takes clinical "
+                          f"metadata ({', '.join(fields)}). Use the .keras file (skinsage predict "
+                          "--metadata, Classifier) or retrain with models.<model>.metadata: []")
+
+
 def calibration_images(prepared_dir: str | Path, size: int, count: int = CALIBRATION_IMAGES,
                        seed: int = 0) -> np.ndarray:
     """`count` training images (a seeded random sample) from a folder written by `prepare`."""
@@ -82,6 +93,7 @@ def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str
     from ..model.model_file import check_metadata, inference_settings
 
     check_request(fmt, quantize, out)
+    check_image_only(metadata, source or "model")
     _, size = check_metadata(metadata, source or "model")
     settings = inference_settings(metadata, source or "model")
     tta, temperature = settings["tta"], settings["temperature"]

@@ -1,4 +1,5 @@
-"""The two SkinSage models. Both take raw RGB uint8 images: scaling is a layer inside the model."""
+"""The two SkinSage models. Both take raw RGB uint8 images: scaling is a layer inside the model.
+With clinical metadata (`models.<model>.metadata`) they also take it, encoded inside (clinical.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from keras import layers
 
 from ..errors import SkinSageError
 from ..params import CnnParams, Resnet50Params
+from .clinical import fuse, encoding_layers, metadata_inputs
 from .layers import ResNet50Preprocess, ShadesOfGray
 
 RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -24,20 +26,25 @@ class ModelError(SkinSageError, RuntimeError):
     """A model cannot be built as configured."""
 
 
-def build_model(kind: str, num_classes: int, params: CnnParams | Resnet50Params) -> keras.Model:
+def build_model(kind: str, num_classes: int, params: CnnParams | Resnet50Params,
+                encoding: dict | None = None) -> keras.Model:
+    """`encoding`: the clinical inputs' encoding fitted on training data (clinical.fit_encoding);
+    None or {} = image only."""
     if kind == "cnn":
-        return build_cnn(num_classes, params)
+        return build_cnn(num_classes, params, encoding)
     if kind == "resnet50":
-        return build_resnet50(num_classes, params)
+        return build_resnet50(num_classes, params, encoding)
     raise ModelError(f"unknown model '{kind}'; choose cnn or resnet50")
 
 
-def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
+def build_cnn(num_classes: int, p: CnnParams, encoding: dict | None = None) -> keras.Model:
     """The seed CNN: conv + max-pool blocks, flatten, two dense layers. Options for larger inputs and
     more accuracy: colour constancy, BatchNorm, more convs per block (VGG-style), a strided first
-    conv, global average pooling instead of flatten."""
+    conv, global average pooling instead of flatten. With clinical inputs, the pooled features are
+    concatenated with their encoding before the dense layers."""
     model = keras.Sequential(name="skinsage_cnn")
-    model.add(keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image"))
+    image = keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image")
+    model.add(image)
     model.add(layers.Rescaling(1.0 / 255))
     if p.color_constancy == "shades_of_gray":
         model.add(ShadesOfGray(dtype="float32"))  # x ** 6 of dark pixels underflows in float16
@@ -51,26 +58,41 @@ def build_cnn(num_classes: int, p: CnnParams) -> keras.Model:
                 model.add(layers.ReLU())
         model.add(layers.MaxPooling2D())
     model.add(layers.Flatten() if p.pooling == "flatten" else layers.GlobalAveragePooling2D())
-    model.add(layers.Dense(p.dense_units, activation="relu"))
-    model.add(layers.Dropout(p.dropout))
-    # float32 even under mixed precision: a float16 softmax rounds small probabilities to 0
-    model.add(layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32"))
-    return model
+    head = [layers.Dense(p.dense_units, activation="relu"), layers.Dropout(p.dropout),
+            # float32 even under mixed precision: a float16 softmax rounds small probabilities to 0
+            layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")]
+    if not encoding:
+        for layer in head:
+            model.add(layer)
+        return model
+    # one flat functional graph: the image layers above, the features fused with the clinical inputs
+    x = image
+    for layer in model.layers:
+        x = layer(x)
+    clinical = metadata_inputs(encoding)
+    x = fuse(x, clinical, encoding_layers(encoding))
+    for layer in head:
+        x = layer(x)
+    return keras.Model({"image": image, **clinical}, x, name="skinsage_cnn")
 
 
-def build_resnet50(num_classes: int, p: Resnet50Params) -> keras.Model:
+def build_resnet50(num_classes: int, p: Resnet50Params, encoding: dict | None = None) -> keras.Model:
     """ResNet50 backbone (frozen) + global average pooling + two dense layers, as one flat graph
-    (backbone layers are the model's own, so inner layers stay reachable, e.g. for Grad-CAM)."""
+    (backbone layers are the model's own, so inner layers stay reachable, e.g. for Grad-CAM). With
+    clinical inputs, the pooled features are concatenated with their encoding before the head."""
     inputs = keras.Input((p.image_size, p.image_size, 3), dtype="uint8", name="image")
     x = ResNet50Preprocess(name="resnet50_preprocess")(inputs)
     backbone = _resnet50_backbone(x, p.weights)
     backbone.trainable = False
     x = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(backbone.output)
+    clinical = metadata_inputs(encoding or {})
+    if clinical:
+        x = fuse(x, clinical, encoding_layers(encoding))
     dense_name, dropout_name, output_name = HEAD_LAYERS
     x = layers.Dense(p.dense_units, activation="relu", name=dense_name)(x)
     x = layers.Dropout(p.dropout, name=dropout_name)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name=output_name, dtype="float32")(x)  # as in build_cnn
-    return keras.Model(inputs, outputs, name="skinsage_resnet50")
+    return keras.Model({"image": inputs, **clinical} if clinical else inputs, outputs, name="skinsage_resnet50")
 
 
 def _resnet50_backbone(input_tensor, weights: str | None) -> keras.Model:

@@ -2,9 +2,10 @@
 
 The `evaluate` stage, the tau sweep in `train`, `Classifier` (so `skinsage predict` and `skinsage
 evaluate`) all call `predict_probabilities`: the metrics in metrics/eval.json are what a user of the
-model gets. Test-time augmentation (TTA) and the temperature are part of it: the mean over the test-time views
-first, then the temperature (temperature.py says why in that order). Both are recorded in the model
-file (`model_file.inference_settings`) and used by default.
+model gets. Test-time augmentation (TTA) and the temperature are part of it: the mean over the
+test-time views first, then the temperature (temperature.py says why in that order). Both are
+recorded in the model file (`model_file.inference_settings`) and used by default. A model with
+clinical inputs gets each image's metadata beside it (the flips apply to the image only).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..log import progress
+from .clinical import IMAGE_INPUT, check_metadata_given, clinical_fields, column
 from .temperature import apply_temperature
 
 TTA_CHOICES = ("none", "flips")
@@ -28,32 +30,41 @@ def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
     return variants
 
 
-def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
-    """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips)."""
+def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none",
+                          metadata: dict | None = None) -> np.ndarray:
+    """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips).
+    `metadata`: field -> (N,) values, for a model with clinical inputs (ignored by others)."""
+    fields = clinical_fields(model)
+    check_metadata_given(fields, metadata, len(images))
+    columns = {name: column(name, metadata[name]) for name in fields}  # (N, 1) model inputs
     variants = flip_variants(images, tta)
     # a bar for whole splits (evaluate, the tau sweep); callers predicting a batch at a time
     # (`skinsage predict`) draw their own
     with progress(total=len(images) * len(variants), desc=f"predict ({tta} TTA)",
                   enabled=len(images) >= 512) as bar:
-        return np.stack([_forward(model, np.ascontiguousarray(v), batch_size, bar) for v in variants])
+        return np.stack([_forward(model, np.ascontiguousarray(v), columns, batch_size, bar)
+                         for v in variants])
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none",
-                          temperature: float = 1.0) -> np.ndarray:
+                          temperature: float = 1.0, metadata: dict | None = None) -> np.ndarray:
     """(N, C) float64 probabilities of (N, size, size, 3) uint8 images, each row summing to 1: the
-    mean over the TTA variants, then scaled by `temperature`."""
+    mean over the TTA variants, then scaled by `temperature`. `metadata` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    probs = variant_probabilities(model, images, batch_size, tta).mean(axis=0)
+    probs = variant_probabilities(model, images, batch_size, tta, metadata).mean(axis=0)
     probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
     return apply_temperature(probs, temperature)
 
 
-def _forward(model, images: np.ndarray, batch_size: int, bar) -> np.ndarray:
+def _forward(model, images: np.ndarray, columns: dict[str, np.ndarray], batch_size: int, bar) -> np.ndarray:
     # predict_on_batch, not model.predict: the same graph without ~90 ms of set-up per call, which
     # matters for one photo at a time (predict, the web app); identical numbers for a whole split.
     batches = []
     for start in range(0, len(images), batch_size):
-        batches.append(np.asarray(model.predict_on_batch(images[start:start + batch_size]), dtype=np.float64))
+        part = slice(start, start + batch_size)
+        inputs = {IMAGE_INPUT: images[part], **{name: c[part] for name, c in columns.items()}} if columns \
+            else images[part]
+        batches.append(np.asarray(model.predict_on_batch(inputs), dtype=np.float64))
         bar.update(len(batches[-1]))
     return np.concatenate(batches)

@@ -58,3 +58,23 @@ class LogitAdjustment(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "class_prior": self.class_prior, "tau": self.tau}
+
+
+@keras.saving.register_keras_serializable(package="skinsage")
+class AgeEncoding(layers.Layer):
+    """(N, 1) ages in years, NaN when unknown -> (N, 2): the age standardised with the training
+    mean and standard deviation (a missing age imputed with the mean, so 0), and a missing flag."""
+
+    def __init__(self, mean: float, std: float, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = float(mean), float(std)
+
+    def call(self, ages):
+        ops = keras.ops
+        ages = ops.cast(ages, "float32")
+        missing = ops.isnan(ages)
+        standardised = (ops.where(missing, self.mean, ages) - self.mean) / self.std
+        return ops.concatenate([standardised, ops.cast(missing, "float32")], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}

@@ -32,6 +32,7 @@ def with_adjustment(model: keras.Model, prior: np.ndarray, tau: float) -> keras.
     """The model with a LogitAdjustment layer on its output (one flat graph, same layers)."""
     # float32 whatever the global dtype policy (mixed precision): the model's output stays float32
     outputs = LogitAdjustment(prior, tau, name="logit_adjustment", dtype="float32")(model.outputs[0])
-    # a one-element list of inputs would make the saved model's `input` a list: pass the tensor
-    (inputs,) = model.inputs
+    # a one-element list of inputs would make the saved model's `input` a list: pass the tensor;
+    # a model with clinical inputs keeps its dict of named inputs
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.input
     return keras.Model(inputs, outputs, name=model.name)

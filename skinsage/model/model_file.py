@@ -112,7 +112,7 @@ def check_metadata(metadata: dict, where: str = "model") -> tuple[list[str], int
 def _check_objects(metadata: dict, where: str) -> None:
     """The optional sections that code reads with .get(): each must be an object when present."""
     sections = {"params": metadata.get("params"), "inference": metadata.get("inference"),
-                "train_summary": metadata.get("train_summary")}
+                "train_summary": metadata.get("train_summary"), "clinical": metadata.get("clinical")}
     params = metadata.get("params")
     if isinstance(params, dict):
         sections.update({f"params.{key}": params.get(key) for key in ("evaluate", "models", "train")})
@@ -131,14 +131,28 @@ def _check_objects(metadata: dict, where: str) -> None:
 
 def check_network(model, metadata: dict, where: str = "model") -> None:
     """The metadata must describe this network: a mismatch would silently mislabel every image."""
+    from .clinical import clinical_fields, image_input_shape
+
     classes, size = check_metadata(metadata, where)
-    inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
+    inputs, outputs = image_input_shape(model), tuple(model.output_shape)
     if inputs[1:3] not in ((size, size), (None, None)):
         raise ModelFileError(f"{where}: the network takes {inputs[1:3]} images but its metadata says "
                              f"{size} px; the file is inconsistent")
     if outputs[-1] != len(classes):
         raise ModelFileError(f"{where}: the network has {outputs[-1]} outputs but its metadata names "
                              f"{len(classes)} classes; the file is inconsistent")
+    fields, recorded = clinical_fields(model), clinical_record(metadata)["inputs"]
+    if hasattr(model, "inputs") and sorted(fields) != sorted(recorded):
+        raise ModelFileError(f"{where}: the network takes clinical inputs {fields or 'none'} but its "
+                             f"metadata says {recorded or 'none'}; the file is inconsistent")
+
+
+def clinical_record(metadata: dict) -> dict:
+    """What `train` recorded about the clinical inputs: {"inputs": [fields], "columns": {field:
+    CSV column it was trained from}, "encoding": {...}}; no inputs for an image-only model."""
+    record = metadata.get("clinical") or {}
+    return {"inputs": list(record.get("inputs") or []), "columns": dict(record.get("columns") or {}),
+            "encoding": dict(record.get("encoding") or {})}
 
 
 def inference_settings(metadata: dict, where: str = "model") -> dict:

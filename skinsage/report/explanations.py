@@ -10,9 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+import logging
+
+from ..model.clinical import clinical_fields
 from ..model.gradcam import GradCam, overlay
 from ..model.model_file import ModelFileError, inference_settings, load_model
 
+log = logging.getLogger(__name__)
 DISPLAY_SIDE = 112  # px: small test images are enlarged (nearest, pixels kept) so the map reads smoothly
 
 
@@ -37,6 +41,9 @@ def explain_examples(model_path: str | Path, images: np.ndarray, rows: list[dict
     if list(metadata["classes"]) != list(class_names):
         raise ModelFileError(f"{model_path}: its classes {metadata['classes']} are not the evaluated "
                              f"ones {class_names}; re-run the pipeline (dvc repro)")
+    if clinical_fields(model):  # Grad-CAM supports image-only models: the figure stays empty
+        log.warning(f"{model_path} also takes clinical metadata: no Grad-CAM examples (image-only models)")
+        return [{"class": row["class"], "correct": None, "wrong": None} for row in rows], None
     cam = GradCam(model, name=str(model_path))
     picks = [row[kind] for row in rows for kind in ("correct", "wrong") if row[kind] is not None]
     if not picks:

@@ -66,11 +66,12 @@ def augment_dataset(ds, p: AugmentParams, seed: int):
     if not chosen:
         return ds
 
-    def transform(images, labels):
-        x = tf.cast(images, "float32")
+    def transform(inputs, labels):
+        x = tf.cast(inputs["image"] if isinstance(inputs, dict) else inputs, "float32")  # clinical inputs stay
         for layer in chosen:
             x = layer(x, training=True)
-        return tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), "uint8"), labels
+        images = tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), "uint8")
+        return ({**inputs, "image": images} if isinstance(inputs, dict) else images), labels
 
     return ds.map(transform).prefetch(tf.data.AUTOTUNE)
 

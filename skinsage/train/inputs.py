@@ -8,11 +8,15 @@ from ..params import Params
 from ..prepared import Split
 
 
-def tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """uint8 images and labels, cached, optionally shuffled per epoch, batched and prefetched."""
+def tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, fields=()):
+    """uint8 images (with the clinical `fields`: a dict of named inputs) and labels, cached,
+    optionally shuffled per epoch, batched and prefetched."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+    from ..model.clinical import model_inputs
+
+    inputs = model_inputs(split.images, split.metadata, list(fields))
+    ds = tf.data.Dataset.from_tensor_slices((inputs, split.labels)).cache()
     if shuffle:
         ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -36,6 +40,7 @@ def image_datasets(params: Params, data, batch_size: int | None = None):
     from .augment import augment_dataset
 
     batch_size = batch_size or params.train.batch_size
-    train = tf_dataset(data.splits["train"], batch_size, shuffle=True, seed=params.seed)
-    val = tf_dataset(data.splits["val"], batch_size)
+    fields = params.model_params.metadata or ()
+    train = tf_dataset(data.splits["train"], batch_size, shuffle=True, seed=params.seed, fields=fields)
+    val = tf_dataset(data.splits["val"], batch_size, fields=fields)
     return augment_dataset(train, params.model_params.augment, params.seed), val

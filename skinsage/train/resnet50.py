@@ -12,6 +12,7 @@ import numpy as np
 
 from ..log import progress
 from ..model.architectures import FEATURES_LAYER, HEAD_LAYERS, ModelError
+from ..model.clinical import IMAGE_INPUT, clinical_fields, column, fuse, metadata_inputs, shared_layers
 from ..params import Params
 from ..prepared import PreparedData
 from .augment import augment_summary
@@ -77,19 +78,23 @@ def feature_extractor(model):
     """Image -> pooled backbone features, sharing the model's layers."""
     import keras
 
-    return keras.Model(model.input, model.get_layer(FEATURES_LAYER).output, name="resnet50_features")
+    image = model.get_layer(IMAGE_INPUT).output  # the image input, also when clinical inputs sit beside it
+    return keras.Model(image, model.get_layer(FEATURES_LAYER).output, name="resnet50_features")
 
 
 def head_model(model):
-    """Pooled features -> class probabilities through the model's own head layers (shared weights:
-    training it trains the full model)."""
+    """Pooled features (and the clinical inputs, if the model has them) -> class probabilities
+    through the model's own encoding and head layers (shared weights: training it trains the full
+    model)."""
     import keras
 
     features = keras.Input(model.get_layer(FEATURES_LAYER).output.shape[1:], name="features")
-    x = features
+    fields = clinical_fields(model)
+    clinical = metadata_inputs(fields)
+    x = fuse(features, clinical, shared_layers(model, fields)) if fields else features
     for name in HEAD_LAYERS:
         x = model.get_layer(name)(x)
-    return keras.Model(features, x, name="resnet50_head")
+    return keras.Model({"features": features, **clinical} if fields else features, x, name="resnet50_head")
 
 
 def compute_features(model, splits: dict, batch_size: int) -> dict[str, np.ndarray]:
@@ -153,14 +158,22 @@ def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | 
     log.info(f"feature caching: backbone features of {sum(len(f) for f in features.values())} images "
              f"computed once in {seconds:.1f} s; the head trains on them")
     labels = {name: data.splits[name].labels for name in ("train", "val")}
-    train = arrays_dataset(features["train"], labels["train"], batch, shuffle=True, seed=params.seed)
-    val = arrays_dataset(features["val"], labels["val"], batch)
+    inputs = {name: _head_inputs(features[name], data.splits[name], clinical_fields(model)) for name in labels}
+    train = arrays_dataset(inputs["train"], labels["train"], batch, shuffle=True, seed=params.seed)
+    val = arrays_dataset(inputs["val"], labels["val"], batch)
     with scope(strategy):  # Keras binds a model to the strategy in scope when it is created
         head = head_model(model)
     result = fit_phase("head", head, train, val, **fit_args)
     result.seconds += seconds
     result.notes = {"feature_caching": True, "feature_seconds": round(seconds, 1)}
     return result
+
+
+def _head_inputs(features: np.ndarray, split, fields: list[str]):
+    """The head model's inputs: the cached features, with the clinical columns if it takes them."""
+    if not fields:
+        return features
+    return {"features": features, **{name: column(name, split.metadata[name]) for name in fields}}
 
 
 def _improved(fine: PhaseResult, head: PhaseResult, es) -> bool:

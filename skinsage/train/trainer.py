@@ -62,10 +62,14 @@ def train_model(params: Params, data: PreparedData, live=None):
 
 def _train(params: Params, data: PreparedData, live, strategy):
     from ..model.architectures import build_model
+    from ..model.clinical import fit_encoding
 
     t = params.train
+    encoding = fit_encoding(params.model_params.metadata, data.splits["train"].metadata)
+    if encoding:
+        log.info(f"clinical inputs: {', '.join(encoding)} (encoding fitted on the training split)")
     with scope(strategy):  # the variables become the strategy's (mirrored) variables
-        model = build_model(params.model, len(data.class_names), params.model_params)
+        model = build_model(params.model, len(data.class_names), params.model_params, encoding)
     weights = class_weights(data.splits["train"].labels, t.class_weight)
     if weights:
         log.info(f"class weights ({t.class_weight}): " + ", ".join(
@@ -87,7 +91,7 @@ def _train(params: Params, data: PreparedData, live, strategy):
     if strategy is not None:
         summary["replicas"] = replicas(strategy)
     model, calibration = _calibrate(model, params, data)
-    return model, history, {**summary, **calibration}
+    return model, history, {**summary, **calibration, **({"clinical_encoding": encoding} if encoding else {})}
 
 
 def _calibrate(model, params: Params, data: PreparedData):
@@ -99,7 +103,8 @@ def _calibrate(model, params: Params, data: PreparedData):
     t, val = params.train, data.splits["val"]
     variants = None  # validation predicted as `evaluate` will (with its test-time augmentation)
     if t.logit_adjustment.auto or t.temperature == "auto":
-        variants = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+        variants = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta,
+                                         metadata=val.metadata)
     prior = class_prior(data.splits["train"].labels, len(data.class_names))
     model, adjustment = _adjust_logits(model, params, val.labels, variants, prior)
     if variants is not None:  # what the adjusted model gives (the layer's arithmetic, in NumPy)
@@ -220,4 +225,16 @@ def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
         "params_hash": params_hash(params),
         "params": asdict(params),
         "train_summary": summary,
+        **_clinical_record(params, summary),
     }
+
+
+def _clinical_record(params: Params, summary: dict) -> dict:
+    """The clinical inputs, the CSV columns they were trained from (`skinsage predict --metadata`
+    accepts those names) and their fitted encoding; nothing for an image-only model."""
+    fields = list(params.model_params.metadata or ())
+    if not fields:
+        return {}
+    columns = params.data.csv.clinical.columns() if params.data.csv.clinical else {}
+    return {"clinical": {"inputs": fields, "columns": {name: columns.get(name, name) for name in fields},
+                         "encoding": summary.get("clinical_encoding", {})}}

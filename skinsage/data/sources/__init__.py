@@ -24,6 +24,9 @@ class RawDataset:
     # split -> (N,) group id per image (lesion, patient): the split keeps each group in one split.
     # Empty when the source has no groups.
     groups: dict[str, np.ndarray] = field(default_factory=dict)
+    # split -> {field: (N,) array}: clinical metadata per image (age, sex, site; csv source with
+    # data.csv.clinical). Empty when the source has none.
+    metadata: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def has_official_split(self) -> bool:

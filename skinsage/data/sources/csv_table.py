@@ -37,6 +37,7 @@ class Entry:
     image_id: str
     label: str
     group: str | None
+    clinical: dict[str, str]  # field (age, sex, site) -> the cell as written, for data.csv.clinical
 
 
 def load_csv_table(c: CsvParams, size: int, workers: int = 0) -> RawDataset:
@@ -56,12 +57,49 @@ def load_csv_table(c: CsvParams, size: int, workers: int = 0) -> RawDataset:
                      skipped=sorted(skipped + not_decoded), paths={"all": [str(p) for _, p in used]})
     if c.group is not None:
         raw.groups = {"all": np.asarray([group_of(entry) for entry, _ in used], dtype=str)}
+    if c.clinical is not None:
+        raw.metadata = {"all": clinical_arrays([entry for entry, _ in used], Path(c.path).name)}
     return raw
 
 
 def group_of(entry: Entry) -> str:
     """An image without a group id (an empty cell) is a group of its own: it cannot leak anyway."""
     return entry.group if entry.group else f"(no group) {entry.image_id}"
+
+
+# --- clinical metadata (data.csv.clinical) ----------------------------------------------------
+
+UNKNOWN = "unknown"  # the category of a missing sex or site (HAM10000 writes it; ISIC leaves cells empty)
+MISSING_AGE = {"", "nan", "na", "n/a", "none", "null", "unknown"}
+
+
+def clinical_arrays(entries: list[Entry], csv_name: str) -> dict[str, np.ndarray]:
+    """field -> (N,) array: age float64 (NaN when missing), sex and site lower-case strings
+    ("unknown" when missing or empty)."""
+    fields = entries[0].clinical.keys() if entries else ()
+    arrays = {}
+    for field in fields:
+        cells = [entry.clinical[field].strip() for entry in entries]
+        if field == "age":
+            arrays[field] = np.asarray([_age(cell, entry.row, csv_name) for cell, entry in zip(cells, entries)],
+                                       dtype=np.float64)
+        else:
+            arrays[field] = np.asarray([cell.lower() or UNKNOWN for cell in cells], dtype=str)
+    return arrays
+
+
+def _age(cell: str, row: int, csv_name: str) -> float:
+    if cell.lower() in MISSING_AGE:
+        return float("nan")
+    try:
+        age = float(cell)
+    except ValueError:
+        raise CsvError(f"{csv_name}: row {row}, column of data.csv.clinical.age: '{cell}' is not a "
+                       "number of years (leave the cell empty when unknown)") from None
+    if not 0 <= age <= 130:
+        raise CsvError(f"{csv_name}: row {row}, column of data.csv.clinical.age: {cell} is not an age "
+                       "in years (0-130; leave the cell empty when unknown)")
+    return age
 
 
 # --- reading and checking the CSV -------------------------------------------------------------
@@ -71,8 +109,10 @@ def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
     table = read_table(Path(c.path), "data.csv.path")
     require_columns(table, [("data.csv.id", c.id)], {})  # the join needs it in the main CSV
     label_columns = list(c.label) if c.one_hot else [c.label]
+    clinical = c.clinical.columns() if c.clinical else {}
     needed = [("data.csv.id", c.id)] + [("data.csv.label", col) for col in label_columns] \
-        + ([("data.csv.group", c.group)] if c.group else [])
+        + ([("data.csv.group", c.group)] if c.group else []) \
+        + [(f"data.csv.clinical.{name}", col) for name, col in clinical.items()]
     extra = _join_metadata(table, c, [col for _, col in needed if col not in table.columns])
     require_columns(table, needed, extra)
     _check_names_against_columns(c)
@@ -88,7 +128,8 @@ def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
             excluded[name] += 1
             continue
         group = row[c.group].strip() if c.group else None
-        entries.append(Entry(number, row[c.id].strip(), _rename(name, c, number, column, table.path), group))
+        entries.append(Entry(number, row[c.id].strip(), _rename(name, c, number, column, table.path), group,
+                             {field: row[col] for field, col in clinical.items()}))
     if not entries:
         raise CsvError(f"{table.path}: no rows left to use ({len(table.rows)} row(s), "
                        f"{sum(excluded.values())} excluded by data.csv.exclude)")
