@@ -64,11 +64,11 @@ def test_synthetic_at_other_sizes_and_too_many_classes():
 
 def test_load_source_makes_synthetic_images_at_the_selected_models_size():
     p = params(**{"model": "cnn", "data.source": "synthetic", "data.synthetic.num_classes": 2,
-                  "data.synthetic.images_per_class": 3, "seed": 11})
+                  "data.synthetic.images_per_class": 3, "data.seed": 11})
     raw = load_source(p)
     assert raw.images["all"].shape == (6, p.models.cnn.image_size, p.models.cnn.image_size, 3)
     direct = make_synthetic(p.data.synthetic, p.image_size, seed=11)
-    assert np.array_equal(raw.images["all"], direct.images["all"])  # seeded by params.seed
+    assert np.array_equal(raw.images["all"], direct.images["all"])  # seeded by data.seed
 
 
 # --- class folders ----------------------------------------------------------------------------

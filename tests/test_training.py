@@ -301,3 +301,11 @@ def test_temperature_is_fitted_on_validation_and_recorded_for_inference():
     fixed = training.train_model(params(**{**CNN, "train.temperature": 1.5}), data)[2]
     assert fixed["temperature"] == 1.5 and "val_loss_before_temperature" not in fixed
     assert "temperature" not in training.train_model(params(**{**CNN, "train.temperature": None}), data)[2]
+
+
+def test_the_average_spans_at_most_two_epochs():
+    from skinsage.train.phase import averaging_momentum
+
+    assert averaging_momentum(0.99, 94) == 0.99  # HAM10000 at batch 64: as set
+    assert averaging_momentum(0.99, 7) == pytest.approx(1 - 1 / 14)  # 7 batches: ~2 epochs
+    assert averaging_momentum(0.5, 7) == 0.5

@@ -47,6 +47,10 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     if momentum is not None and momentum < DEFAULT_BN_MOMENTUM:
         log.info(f"BatchNorm momentum {momentum:.3f} (Keras' 0.99 would still carry its initial statistics "
                  f"when early stopping starts: {batches} batches per epoch)")
+    if ema > 0 and (capped := averaging_momentum(ema, batches)) < ema:
+        log.info(f"weight average momentum {capped:.3f} instead of train.ema {ema:g}: at most two epochs "
+                 f"({batches} batches each) averaged")
+        ema = capped
     loss_fn = "sparse_categorical_crossentropy"
     if loss != "cross_entropy" or label_smoothing > 0 or mixup > 0:
         from .augment import mixup_dataset, one_hot_dataset
@@ -108,6 +112,13 @@ def adapt_batch_norm_momentum(model, steps: int) -> float | None:
     for layer in layers:
         layer.momentum = momentum
     return momentum
+
+
+def averaging_momentum(ema: float, batches: int) -> float:
+    """`ema`, capped so the average spans at most ~2 epochs (1 - 1/(2 * batches)). Keras' average
+    starts at the initial weights without bias correction: on a small dataset 0.99 (~100 steps)
+    would carry them, and the weights of many epochs ago, into every validation."""
+    return min(ema, 1 - 1 / (2 * max(1, batches)))
 
 
 def _batches_per_epoch(ds) -> int:
