@@ -96,6 +96,7 @@ class DataParams:
     split: SplitParams
     min_per_class: int
     workers: int
+    store: Literal["npz", "shards", "auto"]  # how data/prepared holds the splits (skinsage/prepared.py)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """The prepared dataset on disk (data/prepared): what `prepare` writes and every later stage reads.
 
-One npz per split (uint8 images, int64 labels) and labels.json (class names, dataset, image size,
-and under "prepare_params" the params.yaml values `prepare` used). It lives at the top of the
-package because it is the contract between stages, not any stage's code.
+Each split is stored one of two ways (`data.store`, recorded as "store" in labels.json):
+- npz: <split>.npz with uint8 images and int64 labels, loaded whole into memory;
+- shards: a folder <split>/ of TFRecord shards plus fields.npz (labels), streamed with tf.data so
+  the images are never all in memory (skinsage/shards.py).
+labels.json holds the class names, dataset, image size and under "prepare_params" the params.yaml
+values `prepare` used. It lives at the top of the package because it is the contract between
+stages, not any stage's code. Consumers of a split use `Split.batches` (in order) or
+`Split.dataset`-style helpers, which work for both stores.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from .errors import SkinSageError
 from .fileio import read_json, write_json, write_npz
 from .params import Params
+from .shards import FIELDS_FILE, ordered_batches, read_fields, shard_files, write_shards
 
 SPLITS = ("train", "val", "test")
 PREPARE_PARAMS_KEY = "prepare_params"
@@ -28,8 +34,37 @@ class PreparedParamsError(SkinSageError, ValueError):
 
 @dataclass
 class Split:
-    images: np.ndarray  # (N, S, S, 3) uint8
-    labels: np.ndarray  # (N,) int64
+    images: np.ndarray | None      # (N, S, S, 3) uint8; None when the split streams from shards
+    labels: np.ndarray             # (N,) int64, always in memory
+    shards: tuple[str, ...] = ()   # the shards store: its TFRecord files in order (images is None)
+    image_size: int = 0            # the shards' image side (an array carries its own)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.shards)
+
+    def batches(self, batch_size: int):
+        """uint8 image batches (numpy) in the split's order, whichever the store: the one way
+        inference reads a split."""
+        if not self.streamed:
+            for start in range(0, len(self.images), batch_size):
+                yield self.images[start:start + batch_size]
+            return
+        for images, _ in ordered_batches(self.shards, self.image_size, batch_size).as_numpy_iterator():
+            yield images
+
+    def in_memory(self) -> Split:
+        """The split with its images as one array: only for the few readers that pick images at
+        random from a split (the report's example grids, `skinsage evaluate` on a prepared folder)."""
+        if not self.streamed:
+            return self
+        images = [batch for batch in self.batches(1024)]
+        size = self.image_size
+        return Split(np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8),
+                     self.labels)
 
 
 @dataclass
@@ -40,12 +75,23 @@ class PreparedData:
     splits: dict[str, Split]
 
 
-def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | None = None) -> None:
+def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | None = None,
+                  store: str = "npz") -> None:
+    """Write in-memory splits in `store` ("npz" or "shards") and labels.json."""
     out_dir = Path(out_dir)
     for name, split in data.splits.items():
-        write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels)
-    write_json(out_dir / "labels.json", {"classes": data.class_names, "dataset": data.dataset,
-                                         "image_size": data.image_size, **(extra_info or {})})
+        if store == "shards":
+            write_shards(out_dir / name, split.images, split.labels)
+        else:
+            write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels)
+    save_labels(out_dir, data.class_names, data.dataset, data.image_size, store, extra_info)
+
+
+def save_labels(out_dir: str | Path, class_names: list[str], dataset: str, image_size: int,
+                store: str, extra_info: dict | None = None) -> None:
+    write_json(Path(out_dir) / "labels.json", {"classes": class_names, "dataset": dataset,
+                                               "image_size": image_size, "store": store,
+                                               **(extra_info or {})})
 
 
 def load_labels(prepared_dir: str | Path) -> dict:
@@ -53,8 +99,20 @@ def load_labels(prepared_dir: str | Path) -> dict:
 
 
 def load_split(prepared_dir: str | Path, split: str) -> Split:
+    """A split from either store: npz loaded whole, shards opened for streaming (labels only)."""
+    folder = Path(prepared_dir) / split
+    if (folder / FIELDS_FILE).is_file():
+        fields = read_fields(folder)
+        return Split(images=None, labels=fields["labels"], shards=shard_files(folder),
+                     image_size=int(load_labels(prepared_dir)["image_size"]))
     with np.load(Path(prepared_dir) / f"{split}.npz", allow_pickle=False) as npz:
         return Split(images=npz["images"], labels=npz["labels"])
+
+
+def has_split(prepared_dir: str | Path, split: str) -> bool:
+    """Whether the prepared folder holds `split`, in either store."""
+    prepared_dir = Path(prepared_dir)
+    return (prepared_dir / f"{split}.npz").is_file() or (prepared_dir / split / FIELDS_FILE).is_file()
 
 
 def load_prepared(prepared_dir: str | Path, splits=SPLITS) -> PreparedData:
