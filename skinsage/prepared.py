@@ -56,15 +56,22 @@ class Split:
         for images, _ in ordered_batches(self.shards, self.image_size, batch_size).as_numpy_iterator():
             yield images
 
-    def in_memory(self) -> Split:
-        """The split with its images as one array: only for the few readers that pick images at
-        random from a split (the report's example grids, `skinsage evaluate` on a prepared folder)."""
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The images at sorted `indices`, read in one pass (a sharded split keeps only those)."""
         if not self.streamed:
-            return self
-        images = [batch for batch in self.batches(1024)]
+            return self.images[indices]
+        wanted, picked, start = np.asarray(indices, dtype=np.int64), [], 0
+        for batch in self.batches(1024):
+            inside = wanted[(wanted >= start) & (wanted < start + len(batch))]
+            picked.append(batch[inside - start])
+            start += len(batch)
         size = self.image_size
-        return Split(np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8),
-                     self.labels)
+        return np.concatenate(picked) if picked else np.zeros((0, size, size, 3), np.uint8)
+
+    def in_memory(self) -> Split:
+        """The split with its images as one array: only for readers that pick images anywhere in
+        a split (the report's example grids on the test split, `skinsage evaluate` on a folder)."""
+        return self if not self.streamed else Split(self.take(np.arange(len(self))), self.labels)
 
 
 @dataclass

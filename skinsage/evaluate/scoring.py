@@ -15,7 +15,7 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     `skinsage evaluate` from the model file). The metrics dict is `evaluate_predictions`'
     (scalars, optional "ci95", "per_class").
     """
-    probs = predict_probabilities(model, split.images, batch_size, tta)
+    probs = predict_probabilities(model, split, batch_size, tta)  # either store, batch by batch
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     return metrics, confusion(split.labels, probs.argmax(axis=1), class_names), probs

@@ -26,30 +26,44 @@ def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
     return variants
 
 
-def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
-    """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips)."""
-    variants = flip_variants(images, tta)
+def variant_probabilities(model, images, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips).
+    `images`: an (N, H, W, C) uint8 array, or a prepared `Split` of either store (read a batch at a
+    time in its order, so a sharded split is never held whole): the same batches, the same numbers."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    variants = 4 if tta == "flips" else 1
+    per_batch = []
     # a bar for whole splits (evaluate, the tau sweep); callers predicting a batch at a time
     # (`skinsage predict`) draw their own
-    with progress(total=len(images) * len(variants), desc=f"predict ({tta} TTA)",
-                  enabled=len(images) >= 512) as bar:
-        return np.stack([_forward(model, np.ascontiguousarray(v), batch_size, bar) for v in variants])
+    with progress(total=len(images) * variants, desc=f"predict ({tta} TTA)", enabled=len(images) >= 512) as bar:
+        for batch in _batches(images, batch_size):
+            per_batch.append(np.stack([_forward(model, v) for v in flip_variants(batch, tta)]))
+            bar.update(len(batch) * variants)
+    if not per_batch:
+        return np.zeros((variants, 0, model.output_shape[-1]))
+    return np.concatenate(per_batch, axis=1)
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
-    """(N, C) float64 probabilities of (N, size, size, 3) uint8 images, each row summing to 1: the
-    mean over the TTA variants."""
+def predict_probabilities(model, images, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(N, C) float64 probabilities of (N, size, size, 3) uint8 images (an array or a prepared
+    `Split`), each row summing to 1: the mean over the TTA variants."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
     probs = variant_probabilities(model, images, batch_size, tta).mean(axis=0)
     return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
-def _forward(model, images: np.ndarray, batch_size: int, bar) -> np.ndarray:
+def _batches(images, batch_size: int):
+    """uint8 batches in order: slices of an array, or a prepared split's own `batches`."""
+    if hasattr(images, "batches"):
+        yield from images.batches(batch_size)
+        return
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size]
+
+
+def _forward(model, batch: np.ndarray) -> np.ndarray:
     # predict_on_batch, not model.predict: the same graph without ~90 ms of set-up per call, which
     # matters for one photo at a time (predict, the web app); identical numbers for a whole split.
-    batches = []
-    for start in range(0, len(images), batch_size):
-        batches.append(np.asarray(model.predict_on_batch(images[start:start + batch_size]), dtype=np.float64))
-        bar.update(len(batches[-1]))
-    return np.concatenate(batches)
+    return np.asarray(model.predict_on_batch(np.ascontiguousarray(batch)), dtype=np.float64)

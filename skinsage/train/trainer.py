@@ -103,7 +103,7 @@ def _adjust_logits(model, params: Params, data: PreparedData):
     tau, record = a.fixed_tau, {}
     if a.auto:
         val = data.splits["val"]  # predicted as `evaluate` will (with its test-time augmentation)
-        probs = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta)
+        probs = variant_probabilities(model, val, params.evaluate.batch_size, params.evaluate.tta)
         tau, sweep = choose_tau(val.labels, probs, prior, a.objective, a.max_accuracy_drop)
         before, chosen = sweep[0], next(row for row in sweep if row["tau"] == tau)
         limit = "" if a.max_accuracy_drop is None else f" (accuracy drop <= {a.max_accuracy_drop:g})"
