@@ -6,8 +6,8 @@ Each split is stored one of two ways (`data.store`, recorded as "store" in label
   the images are never all in memory (skinsage/shards.py).
 labels.json holds the class names, dataset, image size and under "prepare_params" the params.yaml
 values `prepare` used. It lives at the top of the package because it is the contract between
-stages, not any stage's code. Consumers of a split use `Split.batches` (in order) or
-`Split.dataset`-style helpers, which work for both stores.
+stages, not any stage's code. Readers use `Split.batches` (in order: inference, features) or
+`skinsage.train.inputs.tf_dataset` (training), which work for both stores.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class Split:
 
     @property
     def streamed(self) -> bool:
-        return bool(self.shards)
+        """Whether the images are on disk (shards store; an empty split may have no shard file)."""
+        return self.images is None
 
     def batches(self, batch_size: int):
         """uint8 image batches (numpy) in the split's order, whichever the store: the one way
