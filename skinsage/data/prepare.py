@@ -7,6 +7,10 @@ are counted (leakage, in metrics/data.json). A source with groups (lesion or pat
 by group, and metrics/data.json counts groups per split and groups crossing splits (must be 0).
 `prepare` fails only when a class ends up with fewer usable images than `data.min_per_class` (or
 than the 3 a stratified split needs).
+
+`data.store` picks how the splits are written (skinsage/prepared.py): npz, or TFRecord shards;
+folder and csv sources then stream each decoded image to disk (streamed.py) instead of collecting
+the dataset in memory first.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
     listing = list_source(params)  # folder, csv: the files, nothing decoded yet
     count = sum(len(p) for p in listing.paths.values()) if listing else None
     if listing is not None and chosen_store(params, count) == "shards":
+        log.info(f"data.store {params.data.store}: decoding {count} files straight to shards")
         return _prepare_streamed(listing, params, out_dir, metrics_path)
     raw = decode_listing(listing, params.image_size, params.data.workers) if listing else load_source(params)
     removed = []
