@@ -113,6 +113,7 @@ class DataParams:
     split: SplitParams
     min_per_class: int
     workers: int
+    store: Literal["npz", "shards", "auto"]  # how data/prepared holds the splits (skinsage/prepared.py)
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,9 @@ def _check_values(p: Params) -> None:
     _require(d.min_per_class >= 1, "data.min_per_class: must be >= 1")
     _require(d.workers >= 0, "data.workers: must be >= 0 (0 = one per CPU core)")
     _check_csv(d.csv)
+    _require(not (d.store == "shards" and d.source == "csv" and d.csv.clinical is not None),
+             "data.store: shards does not carry clinical metadata (data.csv.clinical) yet; use "
+             "data.store: npz (auto picks npz then), or data.csv.clinical: null")
     if d.folder.groups is not None:
         for key in ("path", "id", "group"):
             _require(bool(getattr(d.folder.groups, key).strip()), f"data.folder.groups.{key}: must not be empty")

@@ -1,10 +1,16 @@
 """The prepared dataset on disk (data/prepared): what `prepare` writes and every later stage reads.
 
-One npz per split (uint8 images, int64 labels; with clinical metadata, also `metadata_<field>`
-arrays: age float64 with NaN for missing, sex and site strings with "unknown" for missing) and
-labels.json (class names, dataset, image size, "metadata": the clinical fields present, and under
-"prepare_params" the params.yaml values `prepare` used). It lives at the top of the
-package because it is the contract between stages, not any stage's code.
+Each split is stored one of two ways (`data.store`, recorded as "store" in labels.json):
+- npz: <split>.npz with uint8 images and int64 labels, loaded whole into memory;
+- shards: a folder <split>/ of TFRecord shards plus fields.npz (labels), streamed with tf.data so
+  the images are never all in memory (skinsage/shards.py).
+With clinical metadata (npz store only), each split's npz also has `metadata_<field>` arrays: age
+float64 with NaN for missing, sex and site strings with "unknown" for missing.
+labels.json holds the class names, dataset, image size, "metadata" (the clinical fields present)
+and under "prepare_params" the params.yaml values `prepare` used. It lives at the top of the
+package because it is the contract between stages, not any stage's code. Readers use
+`Split.batches` (in order: inference, features) or `skinsage.train.inputs.tf_dataset` (training),
+which work for both stores.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 from .errors import SkinSageError
 from .fileio import read_json, write_json, write_npz
 from .params import Params
+from .shards import FIELDS_FILE, ordered_batches, read_fields, shard_files, write_shards
 
 SPLITS = ("train", "val", "test")
 PREPARE_PARAMS_KEY = "prepare_params"
@@ -31,9 +38,48 @@ class PreparedParamsError(SkinSageError, ValueError):
 
 @dataclass
 class Split:
-    images: np.ndarray  # (N, S, S, 3) uint8
-    labels: np.ndarray  # (N,) int64
+    images: np.ndarray | None      # (N, S, S, 3) uint8; None when the split streams from shards
+    labels: np.ndarray             # (N,) int64, always in memory
+    shards: tuple[str, ...] = ()   # the shards store: its TFRecord files in order (images is None)
+    image_size: int = 0            # the shards' image side (an array carries its own)
     metadata: dict[str, np.ndarray] | None = None  # clinical field (age, sex, site) -> (N,); None = none
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are on disk (shards store; an empty split may have no shard file)."""
+        return self.images is None
+
+    def batches(self, batch_size: int):
+        """uint8 image batches (numpy) in the split's order, whichever the store: the one way
+        inference reads a split."""
+        if not self.streamed:
+            for start in range(0, len(self.images), batch_size):
+                yield self.images[start:start + batch_size]
+            return
+        for images, _ in ordered_batches(self.shards, self.image_size, batch_size).as_numpy_iterator():
+            yield images
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The images at sorted `indices`, read in one pass (a sharded split keeps only those)."""
+        if not self.streamed:
+            return self.images[indices]
+        wanted, picked, start = np.asarray(indices, dtype=np.int64), [], 0
+        for batch in self.batches(1024):
+            inside = wanted[(wanted >= start) & (wanted < start + len(batch))]
+            picked.append(batch[inside - start])
+            start += len(batch)
+        size = self.image_size
+        return np.concatenate(picked) if picked else np.zeros((0, size, size, 3), np.uint8)
+
+    def in_memory(self) -> Split:
+        """The split with its images as one array: only for readers that pick images anywhere in
+        a split (the report's example grids on the test split, `skinsage evaluate` on a folder)."""
+        if not self.streamed:
+            return self
+        return Split(self.take(np.arange(len(self))), self.labels, metadata=self.metadata)
 
 
 @dataclass
@@ -44,17 +90,30 @@ class PreparedData:
     splits: dict[str, Split]
 
 
-def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | None = None) -> None:
+def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | None = None,
+                  store: str = "npz") -> None:
+    """Write in-memory splits in `store` ("npz" or "shards") and labels.json."""
     out_dir = Path(out_dir)
     fields = []
     for name, split in data.splits.items():
         metadata = split.metadata or {}
         fields = fields or list(metadata)
-        write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels,
-                  **{METADATA_PREFIX + key: values for key, values in metadata.items()})
-    write_json(out_dir / "labels.json", {"classes": data.class_names, "dataset": data.dataset,
-                                         "image_size": data.image_size, "metadata": fields,
-                                         **(extra_info or {})})
+        if store == "shards":
+            if metadata:  # params refuse it (data.store); a guard for direct callers
+                raise ValueError("the shards store does not carry clinical metadata; use npz")
+            write_shards(out_dir / name, split.images, split.labels)
+        else:
+            write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels,
+                      **{METADATA_PREFIX + key: values for key, values in metadata.items()})
+    save_labels(out_dir, data.class_names, data.dataset, data.image_size, store,
+                {"metadata": fields, **(extra_info or {})})
+
+
+def save_labels(out_dir: str | Path, class_names: list[str], dataset: str, image_size: int,
+                store: str, extra_info: dict | None = None) -> None:
+    write_json(Path(out_dir) / "labels.json", {"classes": class_names, "dataset": dataset,
+                                               "image_size": image_size, "store": store,
+                                               **(extra_info or {})})
 
 
 def load_labels(prepared_dir: str | Path) -> dict:
@@ -62,10 +121,22 @@ def load_labels(prepared_dir: str | Path) -> dict:
 
 
 def load_split(prepared_dir: str | Path, split: str) -> Split:
+    """A split from either store: npz loaded whole, shards opened for streaming (labels only)."""
+    folder = Path(prepared_dir) / split
+    if (folder / FIELDS_FILE).is_file():
+        fields = read_fields(folder)
+        return Split(images=None, labels=fields["labels"], shards=shard_files(folder),
+                     image_size=int(load_labels(prepared_dir)["image_size"]))
     with np.load(Path(prepared_dir) / f"{split}.npz", allow_pickle=False) as npz:
         metadata = {key.removeprefix(METADATA_PREFIX): npz[key] for key in npz.files
                     if key.startswith(METADATA_PREFIX)}
         return Split(images=npz["images"], labels=npz["labels"], metadata=metadata or None)
+
+
+def has_split(prepared_dir: str | Path, split: str) -> bool:
+    """Whether the prepared folder holds `split`, in either store."""
+    prepared_dir = Path(prepared_dir)
+    return (prepared_dir / f"{split}.npz").is_file() or (prepared_dir / split / FIELDS_FILE).is_file()
 
 
 def load_prepared(prepared_dir: str | Path, splits=SPLITS) -> PreparedData:

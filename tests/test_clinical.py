@@ -276,7 +276,7 @@ def metadata_split(per_class: int, seed: int, size: int):
     ages = np.where(rng.random(len(labels)) < 0.2, np.nan, rng.integers(20, 80, len(labels)).astype(float))
     sexes = rng.choice(["male", "female", "unknown"], len(labels))
     return Split(rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8), labels.astype(np.int64),
-                 {"age": ages, "sex": sexes, "site": sites})
+                 metadata={"age": ages, "sex": sexes, "site": sites})
 
 
 def test_resnet50_head_trains_on_cached_features_with_metadata(tmp_path):

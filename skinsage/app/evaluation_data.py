@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.images import resize_array
 from ..errors import SkinSageError
-from ..prepared import SPLITS, Split, is_prepared_dir, load_labels, load_split
+from ..prepared import SPLITS, Split, has_split, is_prepared_dir, load_labels, load_split
 
 
 class LabelledDataError(SkinSageError, ValueError):
@@ -113,10 +113,10 @@ def _from_prepared(path: Path, classes: list[str], size: int, split: str) -> Lab
     if info.get("classes") != classes:
         raise LabelledDataError(f"{path}: prepared for classes {info.get('classes')}, but the model "
                                 f"has {classes}; run `dvc repro` so data and model match")
-    if not (path / f"{split}.npz").is_file():
-        raise LabelledDataError(f"{path}: no {split}.npz in this prepared folder")
-    data = load_split(path, split)
+    if not has_split(path, split):
+        raise LabelledDataError(f"{path}: no {split}.npz (or sharded {split}/) in this prepared folder")
+    data = load_split(path, split).in_memory()
     if not len(data.labels):
         raise LabelledDataError(f"{path}: its {split} split is empty")
-    return LabelledData(Split(resize_array(data.images, size), data.labels, data.metadata),
+    return LabelledData(Split(resize_array(data.images, size), data.labels, metadata=data.metadata),
                         f"{path} ({split} split of {info.get('dataset', 'a prepared dataset')})")

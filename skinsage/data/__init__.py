@@ -6,4 +6,5 @@
     duplicates.py identical images: copies within a class, label conflicts, leakage across splits
     splits.py     stratified train/val/test assignment
     prepare.py    the stage itself: source -> checks -> split -> data/prepared + metrics/data.json
+    streamed.py   the shards store from files: decoded straight to TFRecord shards, checked by digest
 """

@@ -7,6 +7,10 @@ are counted (leakage, in metrics/data.json). A source with groups (lesion or pat
 by group, and metrics/data.json counts groups per split and groups crossing splits (must be 0).
 `prepare` fails only when a class ends up with fewer usable images than `data.min_per_class` (or
 than the 3 a stratified split needs).
+
+`data.store` picks how the splits are written (skinsage/prepared.py): npz, or TFRecord shards;
+folder and csv sources then stream each decoded image to disk (streamed.py) instead of collecting
+the dataset in memory first.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import csv
 import io
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +27,11 @@ import numpy as np
 from ..errors import SkinSageError
 from ..fileio import atomic_dir, write_json, write_text
 from ..params import Params
-from ..prepared import (PREPARE_PARAMS_KEY, SPLITS, PreparedData, Split, count_summary,
-                        prepare_params, save_prepared)
+from ..prepared import (PREPARE_PARAMS_KEY, SPLITS, PreparedData, Split, count_summary, load_prepared,
+                        prepare_params, save_labels, save_prepared)
 from .duplicates import count_leakage, find_label_conflicts, remove_same_class_copies
-from .sources import RawDataset, load_source
+from .sources import Listing, RawDataset, decode_listing, list_source, load_source
+from .streamed import decode_to_shards, route_splits
 from .splits import group_summary, grouped_stratified_split, stratified_split
 
 log = logging.getLogger(__name__)
@@ -37,8 +43,17 @@ class PrepareError(SkinSageError, ValueError):
     """The data cannot make a usable dataset."""
 
 
+AUTO_SHARDS_BYTES = 2 << 30  # data.store auto: shards above 2 GiB of uint8 pixels (params.yaml)
+
+
 def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> PreparedData:
-    raw = load_source(params)
+    """The selected source -> `out_dir` (in the store `data.store` selects) and metrics/data.json."""
+    listing = list_source(params)  # folder, csv: the files, nothing decoded yet
+    count = sum(len(p) for p in listing.paths.values()) if listing else None
+    if listing is not None and chosen_store(params, count) == "shards":
+        log.info(f"data.store {params.data.store}: decoding {count} files straight to shards")
+        return _prepare_streamed(listing, params, out_dir, metrics_path)
+    raw = decode_listing(listing, params.image_size, params.data.workers) if listing else load_source(params)
     removed = []
     if not raw.has_official_split:
         raw, removed = remove_same_class_copies(raw)
@@ -47,40 +62,86 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
     _check_class_sizes(raw, params, skipped)
     data, groups = split_dataset(raw, params)
     leakage = count_leakage(data)
+    store = chosen_store(params, sum(len(split) for split in data.splits.values()))
     with atomic_dir(out_dir) as staging:  # the folder appears whole, or the old one stays
-        save_prepared(staging, data, extra_info={"source": params.data.source,
-                                                 PREPARE_PARAMS_KEY: prepare_params(params)})
+        save_prepared(staging, data, extra_info=_info(params), store=store)
         write_text(staging / "skipped.csv", _skipped_csv(skipped))
-    summary = count_summary(data)
+    _report(params, data, out_dir, metrics_path, Checks(raw.skipped, removed, conflicts, leakage, groups))
+    return data if store == "npz" else load_prepared(out_dir)
+
+
+def chosen_store(params: Params, images: int) -> str:
+    """`data.store`, with auto resolved by the images' uint8 size at the model's image size (npz
+    when the csv source keeps clinical metadata: the shards store does not carry it yet)."""
+    if params.data.store != "auto":
+        return params.data.store
+    if params.data.source == "csv" and params.data.csv.clinical is not None:
+        return "npz"
+    return "shards" if images * params.image_size ** 2 * 3 > AUTO_SHARDS_BYTES else "npz"
+
+
+def _prepare_streamed(listing, params: Params, out_dir: str | Path, metrics_path: str | Path) -> PreparedData:
+    """The shards store from files: decoded straight to disk, split on labels alone (streamed.py)."""
+    with atomic_dir(out_dir) as staging:
+        streamed = decode_to_shards(listing, params, staging)
+        _check_class_sizes(streamed.used, params, streamed.unreadable + streamed.removed)
+        if not listing.has_official_split:
+            streamed = route_splits(streamed, _split_index(streamed.used, params), staging, params.image_size)
+        save_labels(staging, listing.class_names, listing.name, params.image_size, "shards", _info(params))
+        write_text(staging / "skipped.csv", _skipped_csv(streamed.unreadable + streamed.removed))
+    counted = PreparedData(listing.class_names, listing.name, params.image_size, streamed.splits())
+    groups = group_summary(streamed.used.groups) if streamed.used.groups else None
+    _report(params, counted, out_dir, metrics_path,
+            Checks(streamed.unreadable, streamed.removed, streamed.conflicts(), streamed.leakage(), groups))
+    return load_prepared(out_dir)
+
+
+@dataclass
+class Checks:
+    """What `prepare` found, for metrics/data.json and the console."""
+    unreadable: list[tuple[str, str]]
+    removed: list[tuple[str, str]]
+    conflicts: list
+    leakage: dict[str, int]
+    groups: dict | None
+
+
+def _info(params: Params) -> dict:
+    return {"source": params.data.source, PREPARE_PARAMS_KEY: prepare_params(params)}
+
+
+def _report(params: Params, data: PreparedData, out_dir, metrics_path, checks: Checks) -> None:
+    """metrics/data.json and the console summary and warnings."""
+    summary, groups = count_summary(data), checks.groups
     write_json(metrics_path, {
         "image_size": data.image_size, "num_classes": len(data.class_names),
-        "skipped_files": len(raw.skipped),
-        "duplicates": {"removed_same_class": len(removed), "label_conflicts": len(conflicts),
-                       "leakage": leakage},
+        "skipped_files": len(checks.unreadable),
+        "duplicates": {"removed_same_class": len(checks.removed), "label_conflicts": len(checks.conflicts),
+                       "leakage": checks.leakage},
         "splits": summary, **({"groups": groups} if groups else {})})
-    _warn(conflicts, leakage)
+    _warn(checks.conflicts, checks.leakage)
     _warn_missing_classes(data)
     _warn_crossing(groups)
     used = sum(s["total"] for s in summary.values())
-    log.info(_summary_line(used, raw.skipped, removed, conflicts, leakage, Path(out_dir) / "skipped.csv"))
+    log.info(_summary_line(used, checks.unreadable, checks.removed, checks.conflicts, checks.leakage,
+                           Path(out_dir) / "skipped.csv"))
     totals = ", ".join(f"{name} {s['total']}" for name, s in summary.items())
-    log.info(f"prepared {raw.name}: {len(data.class_names)} classes at {data.image_size} px; {totals}")
+    log.info(f"prepared {data.dataset}: {len(data.class_names)} classes at {data.image_size} px; {totals}")
     if groups:
         per_split = ", ".join(f"{name} {n}" for name, n in groups["per_split"].items())
         log.info(f"groups: {per_split}; {groups['crossing_splits']} in more than one split")
-    return data
 
 
 def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict | None]:
     """The splits, and the group counts (None when the source has no groups)."""
     if raw.has_official_split:
-        splits = {s: Split(raw.images[s], raw.labels[s], raw.metadata.get(s)) for s in SPLITS}
+        splits = {s: Split(raw.images[s], raw.labels[s], metadata=raw.metadata.get(s)) for s in SPLITS}
         groups = {s: raw.groups[s] for s in SPLITS} if raw.groups else None
     else:
         images, labels = raw.images["all"], raw.labels["all"]
         index = _split_index(raw, params)
         metadata = raw.metadata.get("all")
-        splits = {s: Split(images[idx], labels[idx], metadata and {k: v[idx] for k, v in metadata.items()})
+        splits = {s: Split(images[idx], labels[idx], metadata=metadata and {k: v[idx] for k, v in metadata.items()})
                   for s, idx in index.items()}
         groups = {s: raw.groups["all"][idx] for s, idx in index.items()} if raw.groups else None
     data = PreparedData(class_names=raw.class_names, dataset=raw.name, image_size=params.image_size,
@@ -88,7 +149,7 @@ def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict |
     return data, (group_summary(groups) if groups else None)
 
 
-def _split_index(raw: RawDataset, params: Params) -> dict[str, np.ndarray]:
+def _split_index(raw: RawDataset | Listing, params: Params) -> dict[str, np.ndarray]:
     split = params.data.split
     if raw.groups:
         return grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
@@ -113,7 +174,7 @@ def _warn_missing_classes(data: PreparedData) -> None:
                         f"images); its per-class metrics will be missing")
 
 
-def _check_class_sizes(raw: RawDataset, params: Params, skipped: list[tuple[str, str]]) -> None:
+def _check_class_sizes(raw: RawDataset | Listing, params: Params, skipped: list[tuple[str, str]]) -> None:
     needed, rule = params.data.min_per_class, f"data.min_per_class is {params.data.min_per_class}"
     advice = "Add readable images to the class, remove its folder, or lower data.min_per_class"
     if not raw.has_official_split and needed < 3:

@@ -22,7 +22,8 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
     split's metadata.
     """
-    probs = predict_probabilities(model, split.images, batch_size, tta, temperature, metadata=split.metadata)
+    # either store, batch by batch; a model with clinical inputs gets the split's metadata
+    probs = predict_probabilities(model, split, batch_size, tta, temperature, metadata=split.metadata)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     if temperature != 1.0:

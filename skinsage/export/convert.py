@@ -69,21 +69,22 @@ def check_image_only(metadata: dict, where: str) -> None:
 def calibration_images(prepared_dir: str | Path, size: int, count: int = CALIBRATION_IMAGES,
                        seed: int = 0) -> np.ndarray:
     """`count` training images (a seeded random sample) from a folder written by `prepare`."""
-    from ..prepared import load_split
+    from ..prepared import has_split, load_split
 
-    train = Path(prepared_dir) / "train.npz"
-    if not train.is_file():
-        raise ExportError(f"int8 quantisation is calibrated on training images, but {train} does "
-                          "not exist; run `dvc repro prepare` or give --calibration DIR (a folder "
-                          "written by `prepare`)")
-    images = load_split(prepared_dir, "train").images
+    train = Path(prepared_dir) / "train"
+    if not has_split(prepared_dir, "train"):
+        raise ExportError(f"int8 quantisation is calibrated on training images, but {train}.npz (or "
+                          f"the sharded {train}/) does not exist; run `dvc repro prepare` or give "
+                          "--calibration DIR (a folder written by `prepare`)")
+    split = load_split(prepared_dir, "train")
+    if len(split) == 0:
+        raise ExportError(f"{train}: no images to calibrate with")
+    chosen = np.random.default_rng(seed).choice(len(split), min(count, len(split)), replace=False)
+    images = split.take(np.sort(chosen))  # a sharded split streams: only the sample is kept
     if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
         raise ExportError(f"{train}: images are {images.dtype} {images.shape[1:]}, the model takes "
                           f"uint8 ({size}, {size}, 3); calibrate with the data the model was trained on")
-    if len(images) == 0:
-        raise ExportError(f"{train}: no images to calibrate with")
-    chosen = np.random.default_rng(seed).choice(len(images), min(count, len(images)), replace=False)
-    return images[np.sort(chosen)]
+    return images
 
 
 def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str = "none",

@@ -30,26 +30,37 @@ def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
     return variants
 
 
-def variant_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none",
+def variant_probabilities(model, images, batch_size: int, tta: str = "none",
                           metadata: dict | None = None) -> np.ndarray:
     """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips).
+    `images`: an (N, H, W, C) uint8 array, or a prepared `Split` of either store (read a batch at a
+    time in its order, so a sharded split is never held whole): the same batches, the same numbers.
     `metadata`: field -> (N,) values, for a model with clinical inputs (ignored by others)."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     fields = clinical_fields(model)
     check_metadata_given(fields, metadata, len(images))
     columns = {name: column(name, metadata[name]) for name in fields}  # (N, 1) model inputs
-    variants = flip_variants(images, tta)
+    variants = 4 if tta == "flips" else 1
+    per_batch, start = [], 0
     # a bar for whole splits (evaluate, the tau sweep); callers predicting a batch at a time
     # (`skinsage predict`) draw their own
-    with progress(total=len(images) * len(variants), desc=f"predict ({tta} TTA)",
-                  enabled=len(images) >= 512) as bar:
-        return np.stack([_forward(model, np.ascontiguousarray(v), columns, batch_size, bar)
-                         for v in variants])
+    with progress(total=len(images) * variants, desc=f"predict ({tta} TTA)", enabled=len(images) >= 512) as bar:
+        for batch in _batches(images, batch_size):
+            rows = {name: c[start:start + len(batch)] for name, c in columns.items()}
+            per_batch.append(np.stack([_forward(model, v, rows) for v in flip_variants(batch, tta)]))
+            start += len(batch)
+            bar.update(len(batch) * variants)
+    if not per_batch:
+        return np.zeros((variants, 0, model.output_shape[-1]))
+    return np.concatenate(per_batch, axis=1)
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str = "none",
+def predict_probabilities(model, images, batch_size: int, tta: str = "none",
                           temperature: float = 1.0, metadata: dict | None = None) -> np.ndarray:
-    """(N, C) float64 probabilities of (N, size, size, 3) uint8 images, each row summing to 1: the
-    mean over the TTA variants, then scaled by `temperature`. `metadata` as in `variant_probabilities`."""
+    """(N, C) float64 probabilities of (N, size, size, 3) uint8 images (an array or a prepared
+    `Split`), each row summing to 1: the mean over the TTA variants, then scaled by `temperature`.
+    `metadata` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
     probs = variant_probabilities(model, images, batch_size, tta, metadata).mean(axis=0)
@@ -57,14 +68,18 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int, tta: str =
     return apply_temperature(probs, temperature)
 
 
-def _forward(model, images: np.ndarray, columns: dict[str, np.ndarray], batch_size: int, bar) -> np.ndarray:
+def _batches(images, batch_size: int):
+    """uint8 batches in order: slices of an array, or a prepared split's own `batches`."""
+    if hasattr(images, "batches"):
+        yield from images.batches(batch_size)
+        return
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size]
+
+
+def _forward(model, batch: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
     # predict_on_batch, not model.predict: the same graph without ~90 ms of set-up per call, which
     # matters for one photo at a time (predict, the web app); identical numbers for a whole split.
-    batches = []
-    for start in range(0, len(images), batch_size):
-        part = slice(start, start + batch_size)
-        inputs = {IMAGE_INPUT: images[part], **{name: c[part] for name, c in columns.items()}} if columns \
-            else images[part]
-        batches.append(np.asarray(model.predict_on_batch(inputs), dtype=np.float64))
-        bar.update(len(batches[-1]))
-    return np.concatenate(batches)
+    batch = np.ascontiguousarray(batch)
+    inputs = {IMAGE_INPUT: batch, **columns} if columns else batch
+    return np.asarray(model.predict_on_batch(inputs), dtype=np.float64)

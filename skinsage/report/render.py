@@ -46,7 +46,7 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
     plot_reliability_diagram(read_rows(metrics / "calibration.csv"), evaluation.get("ece"),
                              params.evaluate.ece_bins, out / "reliability_diagram.png",
                              f"Test calibration: {name}", before=_before_temperature(metrics, evaluation))
-    test_images, predictions = load_split(prepared, "test").images, read_predictions(metrics / "predictions.csv")
+    test_images, predictions = load_split(prepared, "test").in_memory().images, read_predictions(metrics / "predictions.csv")
     plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
                          f"Test images: {name}", seed=params.seed)
     rows, layer = explain_examples(model_path, test_images, select_gradcam_examples(predictions, matrix["classes"]),

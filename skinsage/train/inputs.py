@@ -1,4 +1,7 @@
-"""tf.data pipelines for training: uint8 image batches (shuffled, augmented) or cached features."""
+"""tf.data pipelines for training: uint8 image batches (shuffled, augmented) or cached features.
+
+A split of the npz store is cached in memory; one of the shards store streams from its files
+(skinsage/shards.py), split among the workers of a multi-worker run by file when it can."""
 
 from __future__ import annotations
 
@@ -6,15 +9,22 @@ import numpy as np
 
 from ..params import Params
 from ..prepared import Split
+from ..shards import training_batches
 
 
 def tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, fields=()):
-    """uint8 images (with the clinical `fields`: a dict of named inputs) and labels, cached,
-    optionally shuffled per epoch, batched and prefetched."""
+    """uint8 images (with the clinical `fields`: a dict of named inputs) and labels, optionally
+    shuffled per epoch, batched and prefetched: cached in memory (npz store) or streamed from the
+    split's shards (image only: the shards store carries no clinical metadata)."""
     import tensorflow as tf
 
     from ..model.clinical import model_inputs
 
+    if split.streamed:
+        from .distribute import cluster_workers, tf_config
+
+        return training_batches(split.shards, len(split), split.image_size, batch_size, shuffle, seed,
+                                workers=max(1, cluster_workers(tf_config())))
     inputs = model_inputs(split.images, split.metadata, list(fields))
     ds = tf.data.Dataset.from_tensor_slices((inputs, split.labels)).cache()
     if shuffle:

@@ -98,16 +98,18 @@ def head_model(model):
 
 
 def compute_features(model, splits: dict, batch_size: int) -> dict[str, np.ndarray]:
-    """Pooled features of every split's images (frozen backbone: BatchNorm in inference mode)."""
-    import keras
-
+    """Pooled features of every split's images (frozen backbone: BatchNorm in inference mode),
+    read batch by batch in the split's order (a sharded split streams; the features stay small)."""
     extractor = feature_extractor(model)
     features = {}
     for name, split in splits.items():
-        with progress(total=len(split.images), desc=f"ResNet50 features ({name})") as bar:
-            tick = keras.callbacks.LambdaCallback(on_predict_batch_end=lambda batch, logs: bar.update(
-                min(batch_size, len(split.images) - bar.n)))
-            features[name] = extractor.predict(split.images, batch_size=batch_size, verbose=0, callbacks=[tick])
+        with progress(total=len(split), desc=f"ResNet50 features ({name})") as bar:
+            batches = []
+            for images in split.batches(batch_size):
+                batches.append(np.asarray(extractor.predict_on_batch(images)))
+                bar.update(len(images))
+        dim = extractor.output_shape[-1]
+        features[name] = np.concatenate(batches) if batches else np.zeros((0, dim), np.float32)
     return features
 
 

@@ -103,7 +103,7 @@ def _calibrate(model, params: Params, data: PreparedData):
     t, val = params.train, data.splits["val"]
     variants = None  # validation predicted as `evaluate` will (with its test-time augmentation)
     if t.logit_adjustment.auto or t.temperature == "auto":
-        variants = variant_probabilities(model, val.images, params.evaluate.batch_size, params.evaluate.tta,
+        variants = variant_probabilities(model, val, params.evaluate.batch_size, params.evaluate.tta,
                                          metadata=val.metadata)
     prior = class_prior(data.splits["train"].labels, len(data.class_names))
     model, adjustment = _adjust_logits(model, params, val.labels, variants, prior)

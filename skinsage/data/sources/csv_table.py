@@ -21,8 +21,8 @@ import numpy as np
 
 from ...params import CsvParams
 from ..images import is_image_name
-from . import RawDataset
-from .folder import decode_files, walk_files
+from . import Listing, RawDataset, decode_listing
+from .folder import walk_files
 from .table import CsvError, Table, id_key, read_table, require_columns, rows_by_id
 
 log = logging.getLogger(__name__)
@@ -42,24 +42,25 @@ class Entry:
 
 def load_csv_table(c: CsvParams, size: int, workers: int = 0) -> RawDataset:
     """The CSV's rows as one unsplit dataset (class names sorted), with groups if data.csv.group."""
+    return decode_listing(list_csv_table(c), size, workers)
+
+
+def list_csv_table(c: CsvParams) -> Listing:
+    """The CSV's rows whose image file exists, nothing decoded (see `load_csv_table`)."""
     entries, excluded = read_entries(c)
     if excluded:
         log.info("data.csv.exclude: dropped " + ", ".join(f"{n} {name}" for name, n in sorted(excluded.items())))
     found, skipped = locate_images(entries, Path(c.images), Path(c.path).name)
-    images, kept, not_decoded = decode_files([path for _, path in found], size, workers,
-                                             desc=f"decode {Path(c.images).name}")
-    used = [found[i] for i in kept]
     class_names = sorted({entry.label for entry in entries})  # a class whose images all fail still counts
     position = {name: i for i, name in enumerate(class_names)}
-    labels = np.asarray([position[entry.label] for entry, _ in used], dtype=np.int64)
-    raw = RawDataset(name=f"CSV {Path(c.path).name}", class_names=class_names,
-                     images={"all": images}, labels={"all": labels},
-                     skipped=sorted(skipped + not_decoded), paths={"all": [str(p) for _, p in used]})
+    labels = np.asarray([position[entry.label] for entry, _ in found], dtype=np.int64)
+    listing = Listing(name=f"CSV {Path(c.path).name}", class_names=class_names, labels={"all": labels},
+                      paths={"all": [str(p) for _, p in found]}, skipped=sorted(skipped))
     if c.group is not None:
-        raw.groups = {"all": np.asarray([group_of(entry) for entry, _ in used], dtype=str)}
+        listing.groups = {"all": np.asarray([group_of(entry) for entry, _ in found], dtype=str)}
     if c.clinical is not None:
-        raw.metadata = {"all": clinical_arrays([entry for entry, _ in used], Path(c.path).name)}
-    return raw
+        listing.metadata = {"all": clinical_arrays([entry for entry, _ in found], Path(c.path).name)}
+    return listing
 
 
 def group_of(entry: Entry) -> str:

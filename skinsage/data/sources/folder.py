@@ -18,9 +18,7 @@ import numpy as np
 from ...errors import SkinSageError, debug_mode, unexpected_reason
 from ...log import progress
 from ..images import ImageError, is_image_name, is_os_clutter, load_image
-from . import RawDataset
-
-
+from . import Listing, RawDataset, decode_listing
 
 
 class FolderError(SkinSageError, ValueError):
@@ -28,20 +26,25 @@ class FolderError(SkinSageError, ValueError):
 
 
 SPLIT_FOLDERS = ("train", "val", "test")
+WINDOW = 1024  # files handed to the decoding pool at a time: bounds the decoded images in flight
 
 
 def load_folder(root: str | Path, size: int, workers: int = 0, min_classes: int = 2) -> RawDataset:
     """<root>/<class>/... (split later, stratified) or, when the dataset has a split of its own,
     <root>/{train,val,test}/<class>/... (kept as given, e.g. split by patient or lesion).
     Training needs two classes; `skinsage evaluate` may score a folder of one (min_classes=1)."""
+    return decode_listing(list_folder(root, min_classes), size, workers)
+
+
+def list_folder(root: str | Path, min_classes: int = 2) -> Listing:
+    """The dataset's image files and labels, nothing decoded (see `load_folder`)."""
     root = Path(root)
     if split_folders(root):
-        return _load_own_split(root, size, workers)
+        return _list_own_split(root)
     class_dirs, skipped = list_class_dirs(root, min_classes=min_classes)
-    images, labels, paths, not_read = _decode_classes(root, class_dirs, range(len(class_dirs)), size, workers)
-    return RawDataset(name=f"image folder {root.name}", class_names=[d.name for d in class_dirs],
-                      images={"all": images}, labels={"all": labels}, skipped=sorted(skipped + not_read),
-                      paths={"all": paths})
+    paths, labels, not_read = _list_classes(root, class_dirs, range(len(class_dirs)))
+    return Listing(name=f"image folder {root.name}", class_names=[d.name for d in class_dirs],
+                   paths={"all": paths}, labels={"all": labels}, skipped=sorted(skipped + not_read))
 
 
 def split_folders(root: Path) -> bool:
@@ -52,7 +55,7 @@ def split_folders(root: Path) -> bool:
     return names == set(SPLIT_FOLDERS)
 
 
-def _load_own_split(root: Path, size: int, workers: int) -> RawDataset:
+def _list_own_split(root: Path) -> Listing:
     """Class names are the union over the splits (sorted); a class may be missing from val or test
     but not from train."""
     per_split = {name: list_class_dirs(root / name, min_classes=2 if name == "train" else 1)
@@ -62,47 +65,50 @@ def _load_own_split(root: Path, size: int, workers: int) -> RawDataset:
     if missing:
         raise FolderError(f"data.folder.path: {root}/train has no folder for class(es) "
                           f"{', '.join(missing)} found in val/test; every class needs training images")
-    raw = RawDataset(name=f"image folder {root.name}", class_names=class_names, images={}, labels={})
+    listing = Listing(name=f"image folder {root.name}", class_names=class_names, paths={}, labels={})
     for name, (class_dirs, skipped) in per_split.items():
         labels = [class_names.index(d.name) for d in class_dirs]
-        images, raw.labels[name], raw.paths[name], not_read = _decode_classes(
-            root, class_dirs, labels, size, workers, desc=f"decode {root.name}/{name}")
-        raw.images[name] = images
-        raw.skipped += skipped + not_read
-    raw.skipped.sort()
-    return raw
+        listing.paths[name], listing.labels[name], not_read = _list_classes(root, class_dirs, labels)
+        listing.skipped += skipped + not_read
+    listing.skipped.sort()
+    return listing
 
 
-def _decode_classes(root: Path, class_dirs: list[Path], class_labels, size: int, workers: int,
-                    desc: str | None = None):
-    """Every image under the class folders: (images, labels, paths, skipped with reasons)."""
-    files, skipped = [], []
+def _list_classes(root: Path, class_dirs: list[Path], class_labels):
+    """Every file under the class folders: (paths, labels, skipped with reasons)."""
+    paths, labels, skipped = [], [], []
     for label, class_dir in zip(class_labels, class_dirs):
         found, not_read = walk_files(class_dir, Path(os.path.realpath(root)))
-        files += [(path, label) for path in found]
+        paths += [str(path) for path in found]
+        labels += [label] * len(found)
         skipped += not_read
-    images, kept, not_decoded = decode_files([path for path, _ in files], size, workers,
-                                             desc or f"decode {root.name}")
-    labels = [files[i][1] for i in kept]
-    paths = [str(files[i][0]) for i in kept]
-    return images, np.asarray(labels, dtype=np.int64), paths, skipped + not_decoded
+    return paths, np.asarray(labels, dtype=np.int64), skipped
 
 
-def decode_files(paths: list[Path], size: int, workers: int, desc: str):
+def decode_files(paths: list, size: int, workers: int, desc: str):
     """Decode files in parallel: (images (N, size, size, 3) uint8, indices of the decoded paths,
     [(path, reason)] for the others). One bad file never stops the rest."""
     images, kept, skipped = [], [], []
-    with _pool(workers) as pool:
-        results = pool.map(partial(_decode, size=size), paths, chunksize=32)
-        for i, (path, (array, error)) in enumerate(progress(zip(paths, results), total=len(paths),
-                                                            desc=desc)):
-            if error:
-                skipped.append((str(path), error))
-            else:
-                images.append(array)
-                kept.append(i)
+    for i, array, error in iter_decoded(paths, size, workers, desc):
+        if error:
+            skipped.append((str(paths[i]), error))
+        else:
+            images.append(array)
+            kept.append(i)
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
     return stacked, kept, skipped
+
+
+def iter_decoded(paths: list, size: int, workers: int, desc: str):
+    """(index, image or None, reason or None) per path, in order, decoded in parallel by `workers`
+    processes. Paths go to the pool a window at a time, so at most WINDOW decoded images wait in
+    memory however long the list: the sharded `prepare` writes each to disk as it comes."""
+    with _pool(workers) as pool, progress(total=len(paths), desc=desc) as bar:
+        for start in range(0, len(paths), WINDOW):
+            window = paths[start:start + WINDOW]
+            for offset, (array, error) in enumerate(pool.map(partial(_decode, size=size), window, chunksize=32)):
+                bar.update(1)
+                yield start + offset, array, error
 
 
 def list_class_dirs(root: Path, min_classes: int = 2) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -169,7 +175,8 @@ def _not_regular(path: Path) -> str | None:
     return None if path.is_file() else "not a regular file"
 
 
-def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
+def _decode(path: str | Path, size: int) -> tuple[np.ndarray | None, str | None]:
+    path = Path(path)
     try:
         return load_image(path, size), None
     except ImageError as err:
