@@ -30,7 +30,8 @@ OVERRIDES = {
 
 RESNET50 = {"model": "resnet50", "models.resnet50.image_size": 32, "models.resnet50.weights": None,
             "models.resnet50.dense_units": 16, "train.epochs": 2, "train.early_stopping.start_from_epoch": 2,
-            "models.resnet50.fine_tune.epochs": 1}
+            "models.resnet50.fine_tune.epochs": 1,
+            "train.ema": 0.0}  # two epochs: a weight average would still carry the initial weights
 
 
 def separable_data(n_train: int = 128, n_val: int = 64, size: int = 16):

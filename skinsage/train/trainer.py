@@ -204,7 +204,7 @@ def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingPa
     return summary
 
 
-HEADLINE_KEYS = ("epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau", "temperature")
+HEADLINE_KEYS = ("epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau")
 
 
 def headline_summary(summary: dict) -> dict:
