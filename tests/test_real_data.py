@@ -37,11 +37,31 @@ def test_cnn_on_real_ham10000_beats_majority_class_in_a_few_epochs(tmp_path: Pat
     print(json.dumps({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "auc_macro_ovr")}))
 
 
+# The committed 28 px defaults, 5 seeds on this split (docs/results.md, "Seed spread"): mean and
+# standard deviation of the test figures, and seed 42's (the README's headline).
+SEED_SPREAD = {"accuracy": (0.7689, 0.0028), "balanced_accuracy": (0.6366, 0.0081),
+               "auc_macro_ovr": (0.9435, 0.0011)}
+SEED_42 = {"accuracy": 0.7690, "balanced_accuracy": 0.6347, "auc_macro_ovr": 0.9432}
+
+
+def expected_range(metric: str) -> tuple[float, float]:
+    """Where seed 42 must land on any machine: another CPU (its kernels, thread count) changes the
+    floating-point sums, so the run diverges like another seed would. Mean ± 3 std over the seeds,
+    with a floor of 0.005 on the std (five seeds estimate it loosely)."""
+    mean, std = SEED_SPREAD[metric]
+    margin = 3 * max(std, 0.005)
+    return mean - margin, mean + margin
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SKINSAGE_SLOW") != "1", reason="opt-in: set SKINSAGE_SLOW=1")
 def test_committed_cnn_defaults_reach_the_documented_accuracy(tmp_path: Path):
     metrics, train, _ = run_real(tmp_path)
-    summary = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "auc_macro_ovr")}
-    print(json.dumps({**summary, "train_seconds": train["train_seconds"]}))
-    assert metrics["accuracy"] >= 0.75, summary
-    assert metrics["balanced_accuracy"] >= 0.55, summary
+    summary = {k: round(metrics[k], 4) for k in SEED_42}
+    print(json.dumps({**summary, "readme_seed_42": SEED_42, "ece": round(metrics["ece"], 4),
+                      "epochs_run": train["epochs_run"], "best_epoch": train["best_epoch"],
+                      "train_seconds": train["train_seconds"]}))
+    for metric, value in summary.items():
+        low, high = expected_range(metric)
+        assert low <= value <= high, f"{metric} {value} outside {low:.4f}..{high:.4f}: {summary}"
+    assert metrics["ece"] <= 0.05, metrics["ece"]  # temperature scaling on validation
