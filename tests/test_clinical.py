@@ -344,3 +344,29 @@ def test_model_card_grad_cam_examples_are_skipped_for_a_clinical_model(trained):
     picks = [{"class": "bcc", "correct": {"index": 0, "predicted": "bcc", "confidence": 0.9}, "wrong": None}]
     rows, layer = explain_examples(root / "model.keras", one_image(root), picks, list(SITE_OF))
     assert layer is None and rows == [{"class": "bcc", "correct": None, "wrong": None}]
+
+
+@pytest.mark.e2e
+def test_dvc_exp_run_with_the_csv_source_and_clinical_inputs(tmp_path, capsys):
+    """The documented way in: `dvc exp run -S data.source=csv ... -S models.cnn.metadata=[...]` on a
+    CSV dataset split by lesion; no lesion crosses splits, the metadata model learns what the site
+    decides, and the model it saves predicts from `--metadata`."""
+    from dvc_project import copy_project, dvc
+
+    csv_path, images, rows = clinical_dataset(tmp_path / "raw", per_class=30)
+    project = copy_project(tmp_path / "project", {  # the training settings of clinical_params: few images
+        "data.workers": 1, "train.epochs": 25, "train.batch_size": 16, "train.learning_rate": 0.01,
+        "train.lr_schedule": "constant", "train.label_smoothing": 0.0, "models.cnn.dropout": 0.0,
+        "evaluate.bootstrap": 0})
+    dvc(project, "exp", "run", "-S", "model=cnn", "-S", "data.source=csv", "-S", f"data.csv.path={csv_path}",
+        "-S", f"data.csv.images={images}", "-S", "data.csv.id=image_id", "-S", "data.csv.label=dx",
+        "-S", "data.csv.group=lesion_id", "-S", "data.csv.clinical={age: age, sex: sex, site: localization}",
+        "-S", "models.cnn.metadata=[age, sex, site]", "-S", f"models.cnn.image_size={SIZE}",
+        "-S", "models.cnn.filters=[4, 8]")
+    data = json.loads((project / "metrics" / "data.json").read_text())
+    assert data["groups"]["crossing_splits"] == 0 and sum(data["groups"]["per_split"].values()) == len(rows)
+    assert json.loads((project / "metrics" / "eval.json").read_text())["accuracy"] >= 0.9  # the site decides
+    code, out, err = run(capsys, "predict", "--model", project / "models" / "model.keras", "--format", "json",
+                       "--age", "40", "--sex", "unknown", "--site", "back",
+                       images / "ISIC_00000.png")  # a bcc image, said to be on the back
+    assert code == 0 and json.loads(out)["predictions"][0]["label"] == "mel", err
