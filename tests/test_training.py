@@ -267,16 +267,20 @@ def _val_loss(model, split: Split) -> float:
     return float(-np.mean(np.log(probs[np.arange(len(split.labels)), split.labels])))
 
 
-@pytest.mark.parametrize("restore", [True, False])
-def test_the_averaged_weights_are_validated_and_kept(restore):
+@pytest.mark.parametrize("restore,patience", [(True, 15), (False, 15), (True, 0), (False, 0)])
+def test_the_averaged_weights_are_validated_and_kept(restore, patience):
     """With train.ema the logged validation loss is the averaged weights' and the model returned is
-    them: evaluating it again gives the logged loss of the kept epoch (the raw weights would not)."""
+    them: evaluating it again gives the logged loss of the kept epoch (the raw weights would not),
+    whether the run goes to its end (patience 15) or early stopping ends it (patience 0)."""
     data = tiny_cnn_data([0] * 24 + [1] * 24)
     common = {**CNN, "train.epochs": 6, "train.label_smoothing": 0.0, "train.temperature": None,
-              "train.early_stopping.start_from_epoch": 0,
-              "train.early_stopping.restore_best_weights": restore}
+              "train.early_stopping.start_from_epoch": 0, "train.early_stopping.patience": patience,
+              "train.early_stopping.restore_best_weights": restore,
+              # 4 validation images: their accuracy stops improving at once, so patience 0 stops early
+              "train.early_stopping.monitor": "val_accuracy" if patience == 0 else "val_loss"}
     for ema in (0.9, 0.0):
         model, history, summary = training.train_model(params(**common, **{"train.ema": ema}), data)
+        assert summary["stopped_early"] == (patience == 0)
         kept = summary["best_epoch"] if restore else summary["epochs_run"]
         logged = history[kept - 1]["val_loss"]
         assert _val_loss(model, data.splits["val"]) == pytest.approx(logged, abs=1e-5)

@@ -73,6 +73,8 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     # keeps) them; they are swapped out again while the next epoch trains
     callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema > 0 else []
     callbacks.append(stopper)
+    if ema > 0 and not early_stopping.restore_best_weights:
+        callbacks.append(keep_averaged_weights_on_stop())
     if live is not None:
         from .history import epoch_logger
 
@@ -82,6 +84,27 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
         fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                         class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
     return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
+
+
+def keep_averaged_weights_on_stop():
+    """A callback for weight averaging without restore_best_weights: when early stopping ends the
+    run before its last epoch, Keras' final `finalize_variable_values` would put the raw weights back
+    (SwapEMAWeights only prepares the last planned epoch), so the averaged weights in the model at
+    that epoch's end are kept and set again when training ends."""
+    import keras
+
+    class KeepAveragedWeights(keras.callbacks.Callback):
+        weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.model.stop_training:  # set by EarlyStopping, which runs before this callback
+                self.weights = self.model.get_weights()
+
+        def on_train_end(self, logs=None):
+            if self.weights is not None:
+                self.model.set_weights(self.weights)
+
+    return KeepAveragedWeights()
 
 
 def training_args(t: TrainParams, seed: int, live=None) -> dict:
