@@ -94,10 +94,9 @@ def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | No
                   store: str = "npz") -> None:
     """Write in-memory splits in `store` ("npz" or "shards") and labels.json."""
     out_dir = Path(out_dir)
-    fields = []
+    fields = next((list(split.metadata) for split in data.splits.values() if split.metadata), [])
     for name, split in data.splits.items():
         metadata = split.metadata or {}
-        fields = fields or list(metadata)
         if store == "shards":
             if metadata:  # params refuse it (data.store); a guard for direct callers
                 raise ValueError("the shards store does not carry clinical metadata; use npz")

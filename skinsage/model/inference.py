@@ -63,9 +63,15 @@ def predict_probabilities(model, images, batch_size: int, tta: str = "none",
     `metadata` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    probs = variant_probabilities(model, images, batch_size, tta, metadata).mean(axis=0)
-    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
-    return apply_temperature(probs, temperature)
+    return apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, metadata)),
+                             temperature)
+
+
+def average_views(variants: np.ndarray) -> np.ndarray:
+    """(N, C) rows summing to 1 from (V, N, C) per-view probabilities: what the temperature is
+    applied to here and fitted on in `train`."""
+    probs = variants.mean(axis=0)
+    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
 def _batches(images, batch_size: int):

@@ -114,14 +114,14 @@ def _calibrate(model, params: Params, data: PreparedData):
 
 def _temperature(setting: str | None, labels, variants) -> dict:
     """{"temperature": T} and, when fitted, the validation log loss before and after."""
+    from ..model.inference import average_views
     from ..model.temperature import fit_temperature, negative_log_likelihood
 
     if setting is None:
         return {}
     if setting != "auto":
         return {"temperature": float(setting)}
-    probs = variants.mean(axis=0)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = average_views(variants)
     temperature = fit_temperature(labels, probs)
     before, after = (negative_log_likelihood(labels, probs, value) for value in (1.0, temperature))
     log.info(f"temperature {temperature:.3f} minimises the validation log loss ({before:.4f} -> {after:.4f})")
