@@ -20,17 +20,18 @@ $(VARIANT):
 	rm -f $(VENV)/.variant-* $(VENV)/.installed
 	mkdir -p $(VENV) && touch $@
 
-$(VENV)/.installed: requirements.txt requirements-export.txt requirements-nodeps.txt pyproject.toml $(VARIANT)
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-export.txt requirements-nodeps.txt \
+                    pyproject.toml $(VARIANT)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 ifeq ($(GPU),)
 	-$(BIN)/pip uninstall --quiet --yes tensorflow 2>/dev/null
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-export.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -r requirements-export.txt
 else
 	-$(BIN)/pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null
 	sed 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' requirements.txt > $(VENV)/requirements-gpu.txt
 	grep -q '^tensorflow\[and-cuda\]==' $(VENV)/requirements-gpu.txt  # the pin was rewritten
-	$(BIN)/pip install --quiet -r $(VENV)/requirements-gpu.txt -r requirements-export.txt
+	$(BIN)/pip install --quiet -r $(VENV)/requirements-gpu.txt -r requirements-dev.txt -r requirements-export.txt
 endif
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
