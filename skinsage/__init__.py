@@ -11,12 +11,12 @@ One sub-package per DVC stage (each stage's `deps` in dvc.yaml is its folder), p
 
 and what every stage shares: params.py (params.yaml, validated), prepared.py (the data/prepared
 format), fileio.py (atomic writes), errors.py (errors reported as messages), log.py (messages and
-progress bars).
+progress bars), startup.py (what `import skinsage` arranges before TensorFlow loads).
 """
 
-import os
+from . import startup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of logs
+startup.install()  # before TensorFlow loads: its C++ start-up lines off stderr; our Keras layers registered
 
 __version__ = "0.1.0"
 __all__ = ["Classifier", "Prediction"]

@@ -13,7 +13,7 @@ class SkinSageError(Exception):
 
 
 def run_reporting_errors(main, *args) -> None:
-    """Run a stage: messages configured (`SKINSAGE_QUIET=1` for warnings only), and a
+    """Run a stage: messages configured (`SKINSAGE_QUIET=1` for errors only), and a
     SkinSageError becomes `error: …` on stderr and exit status 1."""
     from .log import configure
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 from tqdm import tqdm
 
@@ -39,15 +40,19 @@ class _Formatter(logging.Formatter):
 
 
 def configure(verbosity: int | None = None) -> None:
-    """-1 quiet (warnings only, no progress bars), 0 normal, 1 debug; None reads SKINSAGE_QUIET."""
+    """-1 quiet (errors only, no progress bars), 0 normal, 1 debug; None reads SKINSAGE_QUIET."""
     if verbosity is None:
         verbosity = -1 if os.environ.get(QUIET_ENV, "") not in ("", "0") else 0
     logger = logging.getLogger(ROOT_LOGGER)
     handler = _ConsoleHandler()
     handler.setFormatter(_Formatter())
     logger.handlers[:] = [handler]
-    logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    logger.setLevel(logging.ERROR if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
     logger.propagate = False
+    if verbosity < 0:  # quiet: TensorFlow's and absl's Python loggers and Python warnings too
+        for name in ("tensorflow", "absl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.simplefilter("ignore")
 
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "img",

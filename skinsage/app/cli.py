@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Not for clinical decisions."))
     parser.add_argument("--version", action="version", version=f"skinsage {__version__}")
     parser.add_argument("-q", "--quiet", action="count", default=0,
-                        help="warnings and errors only, no progress bars")
+                        help="errors only: no messages, warnings or progress bars")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -1,0 +1,110 @@
+"""What `import skinsage` arranges before TensorFlow or Keras load, without importing either (they
+take ~10 s): TensorFlow's C++ start-up lines kept off stderr, and SkinSage's Keras layers registered
+as soon as Keras is imported, so plain `keras.saving.load_model("models/model.keras")` works.
+
+TF_CPP_MIN_LOG_LEVEL=2 hides TensorFlow's own info and warning logs, but since TF 2.17 the lines
+logged while its libraries load ("oneDNN custom operations are on", absl's "All log messages before
+absl::InitializeLog()", CUDA factory registrations) bypass it. Those lines, and only those, are
+dropped from what the import writes to stderr; anything else it writes is passed on. A user who sets
+TF_CPP_MIN_LOG_LEVEL themselves sees everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+
+# Lines TensorFlow's libraries log while they load: "<I|W|E>MMDD hh:mm:ss.us  pid file.cc:line] ...",
+# from the files below; the banner absl prints before them; the continuation of cpu_feature_guard's.
+_STARTUP_SOURCES = ("port.cc", "cpu_feature_guard.cc", "cudart_stub.cc", "cuda_fft.cc", "cuda_dnn.cc",
+                    "cuda_blas.cc", "computation_placer.cc", "py_utils.cc")
+_STARTUP_LINE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:.]+\s+\d+ (?:\S*/)?(?:" + "|".join(map(re.escape, _STARTUP_SOURCES)) + r"):\d+\] "
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)")
+
+
+def install() -> None:
+    """Called once by skinsage/__init__.py."""
+    quiet_startup = LOG_LEVEL_ENV not in os.environ
+    os.environ.setdefault(LOG_LEVEL_ENV, "2")
+    if quiet_startup and "tensorflow" not in sys.modules:
+        _after_import("tensorflow", _without_startup_lines)
+    if "keras" in sys.modules:
+        _register_layers()
+    else:
+        _after_import("keras", _then_register_layers)
+
+
+def is_startup_line(line: str) -> bool:
+    return bool(_STARTUP_LINE.match(line))
+
+
+def _register_layers() -> None:
+    importlib.import_module("skinsage.model.layers")  # the decorators register each layer
+
+
+def _then_register_layers(exec_module, module) -> None:
+    exec_module(module)
+    _register_layers()
+
+
+def _without_startup_lines(exec_module, module) -> None:
+    with _filtered_stderr():
+        exec_module(module)
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Everything written to file descriptor 2 meanwhile goes to a temporary file, then back to
+    stderr without TensorFlow's start-up lines (C++ code writes to the descriptor, not sys.stderr)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr descriptor: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not is_startup_line(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs `wrap(exec_module, module)` in place of the loader's exec_module the first time the
+    top-level module `name` is imported (Python has no post-import hook of its own)."""
+
+    def __init__(self, name: str, wrap) -> None:
+        self.name, self.wrap = name, wrap
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once; and find_spec below must not find this finder again
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            exec_module, wrap = spec.loader.exec_module, self.wrap
+            spec.loader.exec_module = lambda module: wrap(exec_module, module)
+        return spec
+
+
+def _after_import(name: str, wrap) -> None:
+    sys.meta_path.insert(0, _AfterImport(name, wrap))
