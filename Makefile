@@ -39,20 +39,25 @@ endif
 
 # The whole pipeline as a DVC experiment with the small CNN: on real DermaMNIST (28 px, a short
 # schedule) when Zenodo is reachable, else on generated shapes (skinsage/app/demo.py says which).
-# params.yaml is restored afterwards: the committed defaults stay the real DermaMNIST + ResNet50 run.
+# The experiment stays applied in the workspace, as `dvc exp apply` leaves one: params.yaml holds the
+# demo's settings and dvc.lock and the outputs match them (`dvc status` clean). Run again with
+# nothing changed, it records no second experiment. `git checkout params.yaml` = the committed run.
+# More overrides for the demo's experiment, e.g. make demo DEMO_SET='-S train.epochs=5'
+DEMO_SET ?=
 demo: setup
 	@git rev-parse --verify -q HEAD >/dev/null || { echo "make demo needs a git clone with a commit"; exit 1; }
-	@overrides="$$($(BIN)/python -m skinsage.app.demo)" && $(BIN)/dvc exp run $$overrides
-	@git checkout -- params.yaml
-	@git ls-files --error-unmatch dvc.lock >/dev/null 2>&1 && git checkout -- dvc.lock || rm -f dvc.lock
+	@overrides="$$($(BIN)/python -m skinsage.app.demo) $(DEMO_SET)" || exit 1; \
+	if $(BIN)/python -m skinsage.app.demo --applied $$overrides && $(BIN)/dvc status --quiet; then \
+	  echo "demo: already run with these settings and nothing changed (dvc status is clean): no new experiment"; \
+	else $(BIN)/dvc exp run $$overrides; fi
 	@echo; echo "== Metrics of the demo run: $$(sed -n 's/^# Model card: //p' plots/report.md) (all: dvc metrics show) =="
 	@sed -n '/^| metric /,/^$$/p' plots/report.md
 	@$(BIN)/dvc plots show --out dvc_plots >/dev/null
 	@echo; echo "Figures:      plots/training_curves.png  plots/confusion_matrix.png  plots/roc_pr_curves.png"
-	@echo "              plots/reliability_diagram.png  plots/test_examples.png"
+	@echo "              plots/reliability_diagram.png  plots/test_examples.png  plots/gradcam_examples.png"
 	@echo "Model card:   plots/report.md"
 	@echo "Interactive:  dvc_plots/index.html   (dvc plots show)"
-	@echo "Experiments:  $(BIN)/dvc exp show"
+	@echo "Experiments:  $(BIN)/dvc exp show   (this one is applied: git diff params.yaml shows its settings)"
 	@echo "Model:        models/model.keras"
 
 test: setup

@@ -1,6 +1,8 @@
-"""`make demo`'s two paths, with the real `dvc exp run` in a copy of the project: real DermaMNIST when
+"""`make demo`'s two paths, the real Makefile target in a copy of the project: real DermaMNIST when
 it is reachable (here: a loopback server, named by a stand-in `medmnist` package whose INFO has the
-server's URL and the file's MD5, as the real INFO has Zenodo's), generated shapes when it is not."""
+server's URL and the file's MD5, as the real INFO has Zenodo's), generated shapes when it is not.
+Afterwards the workspace is the demo's experiment, applied: `dvc status` clean, `dvc repro` a no-op,
+and a second `make demo` with nothing changed records no second experiment."""
 
 from __future__ import annotations
 
@@ -49,15 +51,21 @@ def stand_in_medmnist(folder, url: str, md5: str):
 
 
 def run_demo(project, medmnist_path) -> subprocess.CompletedProcess:
-    """What `make demo` runs: the overrides skinsage.app.demo chooses, then `dvc exp run` with them
-    (plus a shorter schedule for the test); stderr of the first step carries the one-line notice."""
+    """`make demo` with this interpreter's environment (set up already: `-o` skips `make setup`) and
+    a shorter schedule; stderr of the demo module carries the one-line notice."""
+    venv = Path(sys.executable).parent.parent
     environment = {**env(), "PYTHONPATH": f"{medmnist_path}{os.pathsep}{project}"}
-    chosen = subprocess.run([sys.executable, "-m", "skinsage.app.demo"], cwd=project, env=environment,
-                            capture_output=True, text=True, timeout=60)
-    assert chosen.returncode == 0, chosen.stderr
-    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "run", *chosen.stdout.split(), *SHORT],
-                         cwd=project, env=environment, capture_output=True, text=True, timeout=900)
-    return subprocess.CompletedProcess(run.args, run.returncode, chosen.stderr + run.stdout, run.stderr)
+    return subprocess.run(["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"DEMO_SET={' '.join(SHORT)}"],
+                          cwd=project, env=environment, capture_output=True, text=True, timeout=900, check=False)
+
+
+def dvc(project, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env(), check=False,
+                          capture_output=True, text=True, timeout=300)
+
+
+def experiments(project) -> list[str]:
+    return dvc(project, "exp", "list", "--name-only").stdout.split()
 
 
 def test_demo_trains_on_real_dermamnist_when_it_is_reachable(tmp_path):
@@ -77,7 +85,7 @@ def test_demo_trains_on_real_dermamnist_when_it_is_reachable(tmp_path):
         fake = stand_in_medmnist(tmp_path / "pkg", f"{base}/dermamnist.npz", hashlib.md5(payload).hexdigest())
         result = run_demo(project, fake)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "demo: real DermaMNIST images" in result.stdout
+    assert "demo: real DermaMNIST images" in result.stderr
     assert (project / "data" / "downloads" / "dermamnist.npz").read_bytes() == payload  # in DVC's cache
     labels = (project / "data" / "prepared" / "labels.json").read_text()
     assert "MedMNIST dermamnist (28 px, official split)" in labels and "lesion b" in labels
@@ -91,7 +99,22 @@ def test_demo_falls_back_to_generated_shapes_in_one_line_when_offline(tmp_path):
     fake = stand_in_medmnist(tmp_path / "pkg", f"http://127.0.0.1:{closed}/dermamnist.npz", "0" * 32)
     result = run_demo(project, fake)
     assert result.returncode == 0, result.stderr[-3000:]
-    notice = [line for line in result.stdout.splitlines() if line.startswith("demo:")]
+    notice = [line for line in result.stderr.splitlines() if line.startswith("demo:")]
     assert len(notice) == 1 and "DermaMNIST is not reachable from here" in notice[0]
     assert "generated shapes" in notice[0] and "Connection refused" in notice[0]
     assert "synthetic shapes" in (project / "data" / "prepared" / "labels.json").read_text()
+    assert "is empty" not in result.stderr  # the download stage's output holds its manifest
+    assert "plots/gradcam_examples.png" in result.stdout  # the closing list names every figure
+
+    # the workspace is the demo's experiment, applied
+    assert len(experiments(project)) == 1
+    status = dvc(project, "status")
+    assert status.returncode == 0 and "Data and pipelines are up to date" in status.stdout, status.stdout
+    repro = dvc(project, "repro")
+    assert repro.returncode == 0 and "Running stage" not in repro.stdout, repro.stdout
+    assert "Data and pipelines are up to date" in repro.stdout
+    # again, nothing changed: no second experiment
+    again = run_demo(project, fake)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "no new experiment" in again.stdout and "Running stage" not in again.stdout
+    assert len(experiments(project)) == 1
