@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "none (default); float16 weights; int8 weights and activations, calibrated on training "
         "images (LiteRT only)"))
     export.add_argument("--calibration", metavar="DIR", help=(
-        "a folder written by `prepare`: int8 calibrates on its train.npz (default data/prepared); "
-        "also the images the export is checked on"))
+        "a folder written by `prepare`: int8 calibrates on its train.npz (int8's default: "
+        "data/prepared), and the export is checked against Keras on its images; without it a "
+        "float export is checked on 64 generated images"))
     export.add_argument("--out", required=True,
                         help="the file to write (.tflite for litert, .onnx for onnx, a folder for saved_model)")
     export.set_defaults(run=run_export)

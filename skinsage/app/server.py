@@ -106,22 +106,25 @@ def render_page(clf: Classifier, max_upload_bytes: int) -> str:
     """The page with the model's facts filled in (escaped: class names come from a file)."""
     from .model_info import recorded_test_metrics
 
-    metrics, source = recorded_test_metrics(clf.path) if clf.path else (None, None)
+    metrics, _ = recorded_test_metrics(clf.path) if clf.path else (None, None)
     facts = {"model": f"{Path(clf.path).name if clf.path else 'model'} ({clf.kind})",
              "classes": ", ".join(name.replace("_", " ") for name in clf.classes),
              "input size": f"{clf.image_size} x {clf.image_size} px",
              "test-time augmentation": clf.tta,
-             "test metrics": _metrics_text(metrics, source)}
+             "test metrics": _metrics_text(metrics)}
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (PAGE.read_text(encoding="utf-8").replace("{{MODEL_FACTS}}", rows)
             .replace("{{MAX_MB}}", str(max_upload_bytes // (1024 * 1024))))
 
 
-def _metrics_text(metrics: dict | None, source: str | None) -> str:
+def _metrics_text(metrics: dict | None) -> str:
+    """The page names the project-relative file, never where the server keeps it."""
+    from .model_info import EVAL_FILE
+
     if not metrics:
         return "not recorded for this file (run the pipeline's evaluate stage)"
     shown = [f"{key.replace('_', ' ')} {format_value(metrics[key])}" for key in HEADLINE if key in metrics]
-    return ", ".join(shown) + (f" (from {source})" if source else "")
+    return ", ".join(shown) + f" (from {EVAL_FILE}: the evaluate stage scored this exact model file)"
 
 
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000) -> None:

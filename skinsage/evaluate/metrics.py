@@ -185,7 +185,10 @@ def format_value(value, digits: int = 3) -> str:
     """A metric for people: floats to `digits` places, "n/a" where undefined (None, NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # -1e-17 is "0.000", not "-0.000"
 
 
 def summary_line(metrics: dict) -> str:

@@ -33,7 +33,8 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def negative_log_likelihood(labels: np.ndarray, probs: np.ndarray, temperature: float) -> float:
     scaled = apply_temperature(probs, temperature)
-    return float(-np.mean(np.log(np.clip(scaled[np.arange(len(labels)), labels], 1e-300, None))))
+    # p <= 1 and 0 - mean: a perfect fit is 0.0, not -0.0 (nor -1e-16 from a sum that rounds above 1)
+    return float(0.0 - np.mean(np.log(np.clip(scaled[np.arange(len(labels)), labels], 1e-300, 1.0))))
 
 
 def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
