@@ -48,7 +48,9 @@ def is_startup_line(line: str) -> bool:
 
 
 def _register_layers() -> None:
-    importlib.import_module("skinsage.model.layers")  # the decorators register each layer
+    # The decorators register each layer. Imported this way in every process that loads Keras (TF
+    # loads it too, e.g. `prepare` writing shards): registering changes nothing a stage writes.
+    importlib.import_module("skinsage.model.layers")
 
 
 def _then_register_layers(exec_module, module) -> None:
@@ -89,20 +91,30 @@ def _filtered_stderr():
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Runs `wrap(exec_module, module)` in place of the loader's exec_module the first time the
-    top-level module `name` is imported (Python has no post-import hook of its own)."""
+    """Runs `wrap(exec_module, module)` in place of the loader's exec_module when the top-level module
+    `name` is imported (Python has no post-import hook of its own). It stays on sys.meta_path until
+    then: a probe such as TensorFlow's `importlib.util.find_spec("keras")` does not use it up."""
 
     def __init__(self, name: str, wrap) -> None:
-        self.name, self.wrap = name, wrap
+        self.name, self.wrap, self.searching = name, wrap, False
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != self.name:
+        if fullname != self.name or self.searching:
             return None
-        sys.meta_path.remove(self)  # once; and find_spec below must not find this finder again
-        spec = importlib.util.find_spec(fullname)
+        self.searching = True  # find_spec below asks every finder, this one included
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.searching = False
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            exec_module, wrap = spec.loader.exec_module, self.wrap
-            spec.loader.exec_module = lambda module: wrap(exec_module, module)
+            exec_module = spec.loader.exec_module
+
+            def exec_and_wrap(module):
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
+                self.wrap(exec_module, module)
+
+            spec.loader.exec_module = exec_and_wrap
         return spec
 
 
