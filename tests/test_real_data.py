@@ -38,19 +38,22 @@ def test_cnn_on_real_ham10000_beats_majority_class_in_a_few_epochs(tmp_path: Pat
 
 
 # The committed 28 px defaults, 5 seeds on this split (docs/results.md, "Seed spread"): mean and
-# standard deviation of the test figures, and seed 42's (the README's headline).
+# standard deviation of the test figures, and seed 42's (the README's headline). Seeds 42/1/2/3/4
+# span accuracy 0.765-0.773, balanced accuracy 0.625-0.647, macro AUC 0.943-0.945, ECE 0.018-0.029.
 SEED_SPREAD = {"accuracy": (0.7689, 0.0028), "balanced_accuracy": (0.6366, 0.0081),
                "auc_macro_ovr": (0.9435, 0.0011)}
 SEED_42 = {"accuracy": 0.7690, "balanced_accuracy": 0.6347, "auc_macro_ovr": 0.9432}
+MAX_ECE = 0.05  # the #19 target; temperature scaling on validation keeps every seed at <= 0.029
 
 
-def expected_range(metric: str) -> tuple[float, float]:
-    """Where seed 42 must land on any machine: another CPU (its kernels, thread count) changes the
-    floating-point sums, so the run diverges like another seed would. Mean ± 3 std over the seeds,
-    with a floor of 0.005 on the std (five seeds estimate it loosely)."""
+def lower_bound(metric: str) -> float:
+    """The least seed 42 may score on any machine: another CPU (its kernels, thread count) changes
+    the floating-point sums, so the run diverges like another seed would. Mean - 3 std over the
+    seeds, with a floor of 0.005 on the std (five seeds estimate it loosely). One-sided: a run
+    that scores better than the seeds did is not a broken promise (another machine's seed 42 had
+    balanced accuracy 0.663, above the best seed here)."""
     mean, std = SEED_SPREAD[metric]
-    margin = 3 * max(std, 0.005)
-    return mean - margin, mean + margin
+    return mean - 3 * max(std, 0.005)
 
 
 @pytest.mark.slow
@@ -62,6 +65,6 @@ def test_committed_cnn_defaults_reach_the_documented_accuracy(tmp_path: Path):
                       "epochs_run": train["epochs_run"], "best_epoch": train["best_epoch"],
                       "train_seconds": train["train_seconds"]}))
     for metric, value in summary.items():
-        low, high = expected_range(metric)
-        assert low <= value <= high, f"{metric} {value} outside {low:.4f}..{high:.4f}: {summary}"
-    assert metrics["ece"] <= 0.05, metrics["ece"]  # temperature scaling on validation
+        assert value >= lower_bound(metric), f"{metric} {value} below {lower_bound(metric):.4f}: {summary}"
+    assert metrics["ece"] <= MAX_ECE, metrics["ece"]
+
