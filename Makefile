@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup demo test test-fast test-slow clean
+.PHONY: setup demo exps test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,14 @@ demo: setup
 	@echo "Interactive:  dvc_plots/index.html   (dvc plots show)"
 	@echo "Experiments:  $(BIN)/dvc exp show   (this one is applied: git diff params.yaml shows its settings)"
 	@echo "Model:        models/model.keras"
+
+# `dvc exp show` that fits 120 columns: the headline test metrics, then only the params that differ
+# between the rows (what was swept). Hidden: dependency hashes, the other metrics (all of them:
+# `dvc exp show`, or `make exps EXPS='--keep val.'` to add the validation figures).
+EXP_HIDDEN := Created|data/|metrics/|models/|skinsage/|stages/|dvclive/|/|\.\./|model_type|macro_f1|cohen_kappa|loss|val\.|epochs_run|best_epoch|train_seconds|logit_adjustment_tau|phase|step|train\.accuracy|eval\.
+EXPS ?=
+exps: setup
+	@$(BIN)/dvc exp show --only-changed --hide-workspace --drop '$(EXP_HIDDEN)' $(EXPS)
 
 test: setup
 	$(BIN)/python -m pytest -q
