@@ -113,6 +113,17 @@ def test_demo_falls_back_to_generated_shapes_in_one_line_when_offline(tmp_path):
     repro = dvc(project, "repro")
     assert repro.returncode == 0 and "Running stage" not in repro.stdout, repro.stdout
     assert "Data and pipelines are up to date" in repro.stdout
+    # `make exps`: the headline metrics, then exactly the params that differ from the committed
+    # defaults (the demo's and this test's overrides); no dependency hashes, no other metric
+    venv = Path(sys.executable).parent.parent
+    table = subprocess.run(["make", "-s", "-o", f"{venv}/.installed", "exps", f"VENV={venv}", "EXPS=--no-pager"],
+                           cwd=project, env={**env(), "COLUMNS": "1000"}, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[1].split()
+    overridden = {item.split("=")[0] for item in ["model=cnn", "data.source=synthetic", *SHORT] if item != "-S"}
+    assert header[:5] == ["Experiment", "accuracy", "balanced_accuracy", "auc_macro_ovr", "ece"], header
+    assert set(header[5:]) == overridden, header
     # again, nothing changed: no second experiment
     again = run_demo(project, fake)
     assert again.returncode == 0, again.stderr[-3000:]
