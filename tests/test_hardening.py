@@ -452,9 +452,9 @@ def test_train_stage_stops_when_params_changed_since_prepare(tmp_path):
     assert not (project / "models").exists()
 
 
-def test_readme_advises_queue_or_temp_for_parallel_runs():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Working with DVC"):]
+def test_docs_advise_queue_or_temp_for_parallel_runs():
+    text = (ROOT / "docs" / "dvc.md").read_text()
+    section = text[text.index("## Everyday commands"):]
     section = section[:section.index("\n## ", 5)]
     assert "dvc exp run --queue" in section and "--temp" in section
 

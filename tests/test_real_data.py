@@ -38,7 +38,7 @@ def test_cnn_on_real_ham10000_beats_majority_class_in_a_few_epochs(tmp_path: Pat
 
 
 # The committed 28 px defaults, 5 seeds on this split (docs/results.md, "Seed spread"): mean and
-# standard deviation of the test figures, and seed 42's (the README's headline). Seeds 42/1/2/3/4
+# standard deviation of the test figures, and seed 42's (docs/results.md's headline). Seeds 42/1/2/3/4
 # span accuracy 0.765-0.773, balanced accuracy 0.625-0.647, macro AUC 0.943-0.945, ECE 0.018-0.029.
 SEED_SPREAD = {"accuracy": (0.7689, 0.0028), "balanced_accuracy": (0.6366, 0.0081),
                "auc_macro_ovr": (0.9435, 0.0011)}

@@ -76,7 +76,7 @@ def resolve_mode(mode: str, config: dict, gpus: int) -> str:
         return "mirrored" if gpus > 1 else "none"
     if mode == "multi_worker" and not cluster_workers(config):
         raise DistributeError("train.distribute: multi_worker needs the TF_CONFIG environment variable "
-                              "(cluster and task; see README, 'GPUs and clusters'), which is not set; "
+                              "(cluster and task; see docs/clusters.md), which is not set; "
                               "set it on every worker or use train.distribute: none")
     return mode
 
