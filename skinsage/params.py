@@ -57,12 +57,12 @@ class FolderParams:
     groups: Optional[FolderGroupsParams]  # None = no groups
 
 
-CLINICAL_FIELDS = ("age", "sex", "site")  # the clinical metadata a model can take besides the image
+CLINICAL_FIELDS = ("age", "sex", "site")  # the clinical data a model can take besides the image
 
 
 @dataclass(frozen=True)
 class ClinicalParams:
-    """The CSV columns holding clinical metadata; None = the dataset has no such column."""
+    """The CSV columns holding clinical data; None = the dataset has no such column."""
     age: Optional[str]             # age in years (HAM10000 `age`, ISIC `age_approx`)
     sex: Optional[str]
     site: Optional[str]            # anatomical site (HAM10000 `localization`, ISIC `anatom_site_general`)
@@ -80,7 +80,7 @@ class CsvParams:
     id: str                        # column with the image id or file name (extension optional)
     label: Union[str, tuple[str, ...]]  # a column of class names, or a list of one-hot columns
     group: Optional[str]           # column of lesion/patient ids: no group in two splits; None = none
-    metadata: Optional[str]        # optional second CSV joined on `id` (e.g. ISIC 2019's lesion_id)
+    extra_csv: Optional[str]       # optional second CSV joined on `id` (e.g. ISIC 2019's lesion_id)
     classes: Optional[dict[str, str]]  # rename/merge map {name in the CSV: class name}; None = as is
     exclude: Optional[tuple[str, ...]]  # labels (as in the CSV) whose rows are dropped, e.g. [UNK]; None = none
     clinical: Optional[ClinicalParams]  # columns of age, sex, anatomical site kept by `prepare`; None = none
@@ -144,7 +144,7 @@ class CnnParams:
     dropout: float
     augment: AugmentParams
     # clinical inputs beside the image (any of age, sex, site); None ([] in params.yaml) = image only
-    metadata: Optional[tuple[Literal["age", "sex", "site"], ...]]
+    clinical: Optional[tuple[Literal["age", "sex", "site"], ...]]
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class Resnet50Params:
     dropout: float
     augment: AugmentParams  # on: the head phase runs the backbone every epoch (no feature caching)
     fine_tune: FineTuneParams
-    metadata: Optional[tuple[Literal["age", "sex", "site"], ...]]  # as in CnnParams
+    clinical: Optional[tuple[Literal["age", "sex", "site"], ...]]  # as in CnnParams
 
 
 @dataclass(frozen=True)
@@ -217,18 +217,19 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
-    tta: Literal["none", "flips"]  # flips: average the predictions of the 4 flipped variants
+    tta: Literal[TTA_CHOICES]  # flips: average the predictions of the 4 flipped variants
     bootstrap: int   # stratified bootstrap resamples for 95% CIs; 0 = no CIs
     ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
 
 
-EXPORT_TARGETS = ("litert", "litert_float16", "litert_int8", "onnx")
+TTA_CHOICES = ("none", "flips")  # test-time augmentation: evaluate.tta, the model file, --tta
+EXPORT_TARGETS = ("litert", "litert_float16", "litert_int8", "onnx")  # what export.formats may list
 
 
 @dataclass(frozen=True)
 class ExportParams:
     # what the optional `export` stage writes to models/exported; None or [] = nothing (the default)
-    formats: Optional[tuple[Literal["litert", "litert_float16", "litert_int8", "onnx"], ...]]
+    formats: Optional[tuple[Literal[EXPORT_TARGETS], ...]]  # entries of skinsage/export/formats.TARGETS
 
 
 @dataclass(frozen=True)
@@ -264,10 +265,27 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     return params_from_dict(raw, source=str(path))
 
 
+# Keys renamed since a workspace may have been written: old dotted key -> new one (one meaning per name).
+RENAMED_KEYS = {**{f"models.{name}.metadata": f"models.{name}.clinical" for name in MODEL_NAMES},
+                "data.csv.metadata": "data.csv.extra_csv"}
+
+
 def params_from_dict(raw: dict, source: str = "params") -> Params:
+    _refuse_renamed_keys(raw, source)
     params = _build(Params, raw, source)
     _check_values(params)
     return params
+
+
+def _refuse_renamed_keys(raw, source: str) -> None:
+    for old, new in RENAMED_KEYS.items():
+        *parents, leaf = old.split(".")
+        node = raw
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            raise ParamsError(f"{source}: {old} was renamed to {new}: rename the key in params.yaml "
+                              f"(or the -S override)")
 
 
 def _set_dotted(raw: dict, dotted: str, value) -> None:
@@ -390,7 +408,7 @@ def _check_values(p: Params) -> None:
     _require(d.workers >= 0, "data.workers: must be >= 0 (0 = one per CPU core)")
     _check_csv(d.csv)
     _require(not (d.store == "shards" and d.source == "csv" and d.csv.clinical is not None),
-             "data.store: shards does not carry clinical metadata (data.csv.clinical) yet; use "
+             "data.store: shards does not carry clinical data (data.csv.clinical) yet; use "
              "data.store: npz (auto picks npz then), or data.csv.clinical: null")
     if d.folder.groups is not None:
         for key in ("path", "id", "group"):
@@ -424,7 +442,7 @@ def _check_values(p: Params) -> None:
             _require(0 <= getattr(a, name) < 1, f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
         _require(0 <= a.rotation <= 180, f"models.{model}.augment.rotation: degrees, 0..180 (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
-    _check_metadata_inputs(p)
+    _check_clinical_inputs(p)
     formats = p.export.formats or ()
     _require(len(set(formats)) == len(formats), f"export.formats: a format is listed twice in {list(formats)}")
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
@@ -493,21 +511,21 @@ def _check_clinical(c: Optional[ClinicalParams]) -> None:
              "fields; each of age, sex and site needs its own column")
 
 
-def _check_metadata_inputs(p: Params) -> None:
+def _check_clinical_inputs(p: Params) -> None:
     """The selected model's clinical inputs must be fields `prepare` keeps (data.csv.clinical)."""
-    key, wanted = f"models.{p.model}.metadata", p.model_params.metadata or ()
+    key, wanted = f"models.{p.model}.clinical", p.model_params.clinical or ()
     _require(len(set(wanted)) == len(wanted), f"{key}: a field is listed twice in {list(wanted)}")
     if not wanted:
         return
     example = "e.g. {age: age, sex: sex, site: localization} for HAM10000"
-    _require(p.data.source == "csv", f"{key}: {list(wanted)} needs clinical metadata, which only the csv "
+    _require(p.data.source == "csv", f"{key}: {list(wanted)} needs clinical data, which only the csv "
              f"source carries (data.source is {p.data.source}); set data.source: csv and "
              f"data.csv.clinical ({example}), or {key}: [] for an image-only model")
     have = p.data.csv.clinical.columns() if p.data.csv.clinical else {}
     missing = [name for name in wanted if name not in have]
     _require(not missing, f"{key}: lists {', '.join(missing)} but data.csv.clinical names no column "
              f"for it; set data.csv.clinical.{missing[0] if missing else ''} ({example}) or remove it from {key}")
-    _require(p.train.mixup == 0, f"train.mixup: mixup blends images but not clinical metadata ({key} is "
+    _require(p.train.mixup == 0, f"train.mixup: mixup blends images but not clinical data ({key} is "
              f"{list(wanted)}); set train.mixup: 0 or {key}: []")
 
 

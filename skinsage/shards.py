@@ -3,7 +3,7 @@
 A split is a folder <split>/ holding shard-00000.tfrecord, shard-00001.tfrecord, ... (records in
 the split's order, each a tf.train.Example with the image as raw uint8 bytes and its label) and
 fields.npz with the per-image fields small enough to keep in memory: `labels` today; further
-per-image arrays (e.g. clinical metadata) go beside it under their own names.
+per-image arrays (e.g. clinical data) go beside it under their own names.
 
 Raw uint8, not PNG: measured at 64 px (README, "Datasets bigger than memory"), parsing raw bytes
 costs next to nothing while decoding PNG competes with training for the same CPU cores, and the

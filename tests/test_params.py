@@ -390,3 +390,22 @@ def test_infinite_learning_rate_is_refused():
 def test_override_below_a_scalar_is_a_params_error():
     with pytest.raises(ParamsError, match="seed"):
         load_params(PARAMS, {"seed.x": 1})
+
+
+@pytest.mark.parametrize("old, new, value", [
+    ("models.cnn.metadata", "models.cnn.clinical", []),
+    ("models.resnet50.metadata", "models.resnet50.clinical", ["age"]),
+    ("data.csv.metadata", "data.csv.extra_csv", None),
+])
+def test_renamed_keys_say_what_to_rename(tmp_path, old, new, value):
+    """An older workspace's params.yaml (or -S override) is told the new name, not 'unknown key'."""
+    message = refused(re.escape(f"{old} was renamed to {new}: rename the key in params.yaml"), {old: value})
+    raw = raw_params()
+    *parents, leaf = new.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[old.rsplit(".", 1)[1]] = node.pop(leaf)
+    with pytest.raises(ParamsError, match=re.escape(f"{old} was renamed to {new}")):
+        load_params(write_params(tmp_path, raw))
+    assert "unknown key" not in message
