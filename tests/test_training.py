@@ -14,8 +14,8 @@ from skinsage.params import ParamsError, load_params
 from skinsage.prepared import PreparedData, Split
 from skinsage.train import augment
 from skinsage.train import trainer as training
-from skinsage.train.history import read_history
-from skinsage.train.phase import best_index, class_weights
+from skinsage.contracts.history import read_history
+from skinsage.train.phase import class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 AUG_OFF = {"flip": False, "rotate90": False, "rotation": 0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0}
@@ -211,12 +211,6 @@ def test_dvclive_gets_every_epoch_while_training_runs(tmp_path):
     for ours, keras_row in zip(logged, history):
         assert all(ours[key] == pytest.approx(keras_row[key]) for key in ("loss", "accuracy", "val_loss",
                                                                           "val_accuracy"))
-
-
-def test_best_epoch_skips_diverged_epochs():
-    assert best_index([0.9, float("nan"), 0.5, 0.7], "val_loss") == 2
-    assert best_index([0.2, float("nan"), 0.5], "val_accuracy") == 2
-    assert best_index([float("nan")] * 2, "val_loss") == 0
 
 
 def test_defaults_and_bad_values_are_explained():

@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..evaluate.curves import by_class  # noqa: E402
-from ..evaluate.metrics import format_value  # noqa: E402
+from ..contracts.evaluation import by_class, format_value  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
 
 DPI = 100
