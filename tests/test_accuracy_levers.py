@@ -278,14 +278,16 @@ def test_tau_sweep_scores_exactly_what_the_adjusted_model_scores_under_flip_tta(
         assert row["accuracy"] == pytest.approx(np.mean(adjusted.argmax(axis=1) == labels), abs=1e-9), row["tau"]
 
 
-def test_restored_epoch_ignores_epochs_before_start_from_epoch():
-    from skinsage.train.phase import monitored_best
+def test_best_phase_needs_a_strictly_better_later_phase():
+    from skinsage.train.phase import PhaseResult, best_phase
 
-    losses = [0.5, 0.9, 0.8, 0.7, 0.75]
-    assert monitored_best(losses, "val_loss", 0) == 0
-    assert monitored_best(losses, "val_loss", 2) == 3
-    assert monitored_best(losses, "val_loss", 99) == 4  # clamped to the last epoch, as fit_phase does
-    assert monitored_best([0.6, 0.7, 0.65], "val_accuracy", 1) == 1
+    def phase(losses, best):
+        return PhaseResult("x", {"loss": losses, "val_loss": losses}, False, 0.0, best_epoch=best)
+
+    head = phase([0.9, 0.5, 0.6], 1)
+    assert best_phase([head, phase([0.7, 0.4], 1)], "val_loss") == 1
+    assert best_phase([head, phase([0.5, 0.6], 0)], "val_loss") == 0  # a tie keeps the head's weights
+    assert best_phase([head, phase([float("nan")], 0)], "val_loss") == 0  # a diverged phase never wins
 
 
 def test_summary_best_epoch_is_the_restored_one():
@@ -294,7 +296,7 @@ def test_summary_best_epoch_is_the_restored_one():
                               "train.logit_adjustment.tau": None})
     _, history, summary = training.train_model(p, data)
     losses = [row["val_loss"] for row in history]
-    assert summary["best_epoch"] == 3 + int(np.argmin(losses[2:]))
+    assert summary["best_epoch"] == 3 + int(np.argmin(losses[2:]))  # Keras' EarlyStopping's, recorded once
     assert summary["best_val_loss"] == pytest.approx(min(losses[2:]))
 
 
