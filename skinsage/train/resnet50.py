@@ -13,7 +13,7 @@ import numpy as np
 from ..log import progress
 from ..model.architectures import FEATURES_LAYER, HEAD_LAYERS, ModelError
 from ..model.clinical import IMAGE_INPUT, clinical_fields, column, fuse, clinical_input_layers, shared_layers
-from ..params import Params
+from ..params import RESNET50_BLOCKS, Params
 from ..prepared import PreparedData
 from .augment import augment_summary
 from .distribute import local_copy, replicas, scope
@@ -33,7 +33,7 @@ def backbone_layers(model) -> list:
 
 
 def residual_blocks(model) -> list[str]:
-    """Block names bottom to top: conv2_block1 ... conv5_block3 (16 in ResNet50)."""
+    """Block names bottom to top: conv2_block1 ... conv5_block3 (RESNET50_BLOCKS in ResNet50)."""
     blocks = []
     for layer in backbone_layers(model):
         match = _BLOCK.match(layer.name)
@@ -54,7 +54,7 @@ def layers_to_unfreeze(model, unfreeze: str) -> list:
         close = difflib.get_close_matches(unfreeze, names, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else " (e.g. conv5_block1_1_conv)"
         raise ModelError(f"models.resnet50.fine_tune.unfreeze: '{unfreeze}' is neither a block count "
-                         f"(1..16) nor a ResNet50 layer name{hint}")
+                         f"(1..{RESNET50_BLOCKS}) nor a ResNet50 layer name{hint}")
     return layers[names.index(unfreeze):]
 
 

@@ -112,7 +112,7 @@ def _calibrate(model, params: Params, data: PreparedData):
     return model, {**adjustment, **_temperature(t.temperature, val.labels, variants)}
 
 
-def _temperature(setting: str | None, labels, variants) -> dict:
+def _temperature(setting: float | str | None, labels, variants) -> dict:
     """{"temperature": T} and, when fitted, the validation log loss before and after."""
     from ..model.inference import average_views
     from ..model.temperature import fit_temperature, negative_log_likelihood
@@ -120,7 +120,7 @@ def _temperature(setting: str | None, labels, variants) -> dict:
     if setting is None:
         return {}
     if setting != "auto":
-        return {"temperature": float(setting)}
+        return {"temperature": setting}
     probs = average_views(variants)
     temperature = fit_temperature(labels, probs)
     before, after = (negative_log_likelihood(labels, probs, value) for value in (1.0, temperature))
