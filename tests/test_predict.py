@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from skinsage import Classifier, Prediction
-from skinsage.app.classifier import PredictError, collect_images
+from skinsage.app.classifier import PredictError
+from skinsage.app.files import collect_images
 from skinsage.app.evaluation_data import LabelledDataError, match_folders
 from skinsage.app.model_info import recorded_test_metrics
 from skinsage.data.images import ImageError

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..data.images import ImageError, is_os_clutter, load_image, load_photo
+from ..data.images import ImageError, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
 from ..model.inference import check_tta, predict_probabilities
 from ..model.model_file import check_metadata, check_network, clinical_record, inference_settings
@@ -79,12 +79,6 @@ class FileOutcome:
     path: str
     prediction: Prediction | None = None
     error: str | None = None
-
-
-@dataclass
-class Collected:
-    files: list[Path] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 class Classifier:
@@ -244,6 +238,13 @@ class Classifier:
                                + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
         return values
 
+    def require_clinical_data(self, split, source) -> None:
+        """Labelled data for `skinsage evaluate` must carry the clinical inputs the model takes."""
+        if self.clinical_inputs and not split.clinical:
+            raise PredictError(f"{self.path or 'model'} takes clinical data ({', '.join(self.clinical_inputs)}) "
+                               f"besides the image, and {source} has none: evaluate it on a folder written by "
+                               "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
+
     def _warn_image_only(self, given: str) -> None:
         """The one warning for clinical data given to an image-only model (CLI and Python alike)."""
         log.warning(f"{self.path or 'model'} takes images only; {given} is ignored")
@@ -318,35 +319,6 @@ class Classifier:
 
 
 _NO_ROW = object()  # a ClinicalTable without a row for the file
-
-
-def collect_images(inputs: Iterable[str | Path]) -> Collected:
-    """Files to predict: given files as they are, folders searched recursively (hidden files and
-    OS clutter left out, symlinked folders not followed). Missing paths and empty folders are
-    problems to report, not errors: the other inputs are still predicted."""
-    found = Collected()
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files = _files_under(path)
-            found.files += files
-            if not files:
-                found.problems.append((str(path), "no image files in this folder (searched recursively)"))
-        elif path.exists():
-            found.files.append(path)
-        else:
-            found.problems.append((str(path), "no such file or folder"))
-    found.files = list(dict.fromkeys(found.files))  # the same file named twice is predicted once
-    return found
-
-
-def _files_under(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / name for name in sorted(filenames)
-                  if not is_os_clutter(name) and (Path(dirpath) / name).is_file()]
-    return files
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:

@@ -1,7 +1,8 @@
 """The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info, export, serve.
 
-Parsing and printing only: the work is done by `Classifier` (classifier.py), evaluation_data.py
-and the evaluate stage's scoring, all through the model's one inference path.
+Parsing and printing only: the work and its rules are in `Classifier` (classifier.py, including
+which clinical data a model needs), files.py, evaluation_data.py, the evaluate stage's scoring and
+export.convert.export_files, all through the model's one inference path.
 Errors are printed as `error: ...` with exit status 1, never as a traceback.
 """
 
@@ -145,7 +146,8 @@ def run_serve(args) -> int:
 
 def run_predict(args) -> int:
     from ..log import progress
-    from .classifier import Classifier, PredictError, collect_images
+    from .classifier import Classifier, PredictError
+    from .files import collect_images
     from .console import predictions_csv, predictions_json, predictions_table
 
     if args.renamed_metadata:
@@ -184,7 +186,8 @@ def run_explain(args) -> int:
 
     from ..data.images import ImageError
     from ..fileio import atomic_path, write_json
-    from .classifier import Classifier, PredictError, collect_images
+    from .classifier import Classifier, PredictError
+    from .files import collect_images
 
     found = collect_images(args.inputs)
     _report_skipped(found.problems)
@@ -231,7 +234,7 @@ def run_evaluate(args) -> int:
     from ..contracts.evaluation import json_safe, scalar_metrics
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
-    from .classifier import Classifier, PredictError
+    from .classifier import Classifier
     from .console import metrics_text, model_line
     from .evaluation_data import load_labelled
 
@@ -245,10 +248,7 @@ def run_evaluate(args) -> int:
     data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
                          renames=_parse_maps(args.map), workers=args.workers)
     _report_skipped(data.skipped, at_most=10)
-    if clf.clinical_inputs and not data.split.clinical:
-        raise PredictError(f"{args.model} takes clinical data ({', '.join(clf.clinical_inputs)}) besides "
-                           f"the image, and {args.data} has none: evaluate it on a folder written by "
-                           "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
+    clf.require_clinical_data(data.split, args.data)
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
                                         bootstrap=bootstrap, seed=seed, **ece)
