@@ -11,7 +11,8 @@ takes: `Union[float, Literal["auto"], None]` is "a number, auto or null" and arr
 Adding a section (e.g. train.ood): write its frozen dataclass with typed fields (a comment each),
 add it as a field of its parent (TrainParams.ood), add the keys with comments to params.yaml, and,
 if it has ranges, a `check(self, where)` method raising ParamsError: `_build` calls it with the
-section's name (e.g. "params.yaml.train.ood"). Cross-section rules go in `_check_rules`. Callers read `params.train.ood.x`.
+section's name (e.g. "params.yaml.train.ood"). Cross-section rules go in `_check_rules`.
+Callers read `params.train.ood.x`.
 """
 
 from __future__ import annotations
@@ -524,7 +525,8 @@ def _check_csv(c: CsvParams) -> None:
     _require(c.group is None or bool(c.group.strip()), "data.csv.group: a column name, or null for none")
     if c.one_hot:
         _require(len(c.label) >= 2, "data.csv.label: a list names one-hot columns and needs at least 2; "
-                 f"for a single column of class names write it without brackets (label: {c.label[0] if c.label else 'dx'})")
+                 "for a single column of class names write it without brackets "
+                 f"(label: {c.label[0] if c.label else 'dx'})")
         _require(len(set(c.label)) == len(c.label), f"data.csv.label: a column is listed twice in {list(c.label)}")
     else:
         _require(bool(c.label.strip()), "data.csv.label: a column name, or a list of one-hot columns")

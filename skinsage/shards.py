@@ -136,8 +136,8 @@ def training_batches(files: tuple[str, ...], count: int, image_size: int, batch_
                      shuffle: bool, seed: int, workers: int = 1):
     """(images, labels) batches for fitting: shard files interleaved (in a new seeded order each
     epoch when shuffling) and records shuffled in a buffer of at most SHUFFLE_BYTES of pixels.
-    `count`: the split's images. Under MultiWorkerMirroredStrategy every worker reads its own files (AutoShardPolicy.FILE), or
-    every n-th record when there are fewer files than `workers` (DATA)."""
+    `count`: the split's images. Under MultiWorkerMirroredStrategy every worker reads its own files
+    (AutoShardPolicy.FILE), or every n-th record when there are fewer files than `workers` (DATA)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices(list(files))

@@ -361,5 +361,6 @@ def test_tta_of_older_files_comes_from_their_params_and_bad_values_are_refused(t
     save_model(clf.model, tmp_path / "older.keras", older)
     assert Classifier.load(tmp_path / "older.keras").tta == "flips"  # params.evaluate.tta
     save_model(clf.model, tmp_path / "bad.keras", {**clf.metadata, "inference": {"tta": "sideways"}})
-    with pytest.raises(ModelFileError, match="the TTA its SkinSage metadata records must be one of none, flips, got 'sideways'"):
+    with pytest.raises(ModelFileError,
+                       match="the TTA its SkinSage metadata records must be one of none, flips, got 'sideways'"):
         Classifier.load(tmp_path / "bad.keras")

@@ -219,7 +219,8 @@ def test_defaults_and_bad_values_are_explained():
     assert p.models.resnet50.fine_tune.epochs == 0 and p.models.resnet50.image_size == 224
     assert params(**{"models.resnet50.fine_tune.unfreeze": 3}).models.resnet50.fine_tune.unfreeze == "3"
     bad = {"models.resnet50.fine_tune.unfreeze": 17, "models.resnet50.fine_tune.epochs": -1,
-           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0, "models.cnn.augment.rotation": 200,
+           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0,
+           "models.cnn.augment.rotation": 200,
            "models.cnn.augment.zoom": 1.0,
            "models.resnet50.augment.contrast": -0.1, "train.class_weight": "balance", "models.resnet50.image_size": 16}
     for key, value in bad.items():

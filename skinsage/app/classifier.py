@@ -220,7 +220,8 @@ class Classifier:
         data and it is missing; ignored (with a warning) by an image-only model."""
         where, values = where or self.path or "model", values or {}
         if csv_path and values:
-            raise PredictError("give the clinical data either as --clinical FILE.csv or as --age/--sex/--site, not both")
+            raise PredictError("give the clinical data either as --clinical FILE.csv or as --age/--sex/--site, "
+                               "not both")
         if not self.clinical_inputs:
             if csv_path or values:
                 self._warn_image_only("--clinical" if csv_path else "/".join(f"--{name}" for name in values))

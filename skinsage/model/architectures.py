@@ -103,7 +103,7 @@ def _resnet50_backbone(input_tensor, weights: str | None) -> keras.Model:
         with warnings.catch_warnings():  # .weights.h5 files: noise about containers without variables
             warnings.filterwarnings("ignore", message="Skipping nested container")
             return keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=input_tensor)
-    except Exception as err:  # Keras raises a bare Exception when its download fails
+    except Exception as err:  # noqa: BLE001  Keras raises a bare Exception when its download fails
         if weights == "imagenet":
             raise ModelError(_imagenet_offline_message(err)) from None
         raise ModelError(_weights_mismatch_message(weights, err)) from None

@@ -48,7 +48,8 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
     plot_reliability_diagram(read_rows(metrics / CALIBRATION_FILE), evaluation.get("ece"),
                              params.evaluate.ece_bins, out / "reliability_diagram.png",
                              f"Test calibration: {name}", before=_before_temperature(metrics, evaluation))
-    test_images, predictions = load_split(prepared, "test").in_memory().images, read_predictions(metrics / PREDICTIONS_FILE)
+    test_images = load_split(prepared, "test").in_memory().images
+    predictions = read_predictions(metrics / PREDICTIONS_FILE)
     plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
                          f"Test images: {name}", seed=params.seed)
     rows, layer = explain_examples(model_path, test_images, select_gradcam_examples(predictions, matrix["classes"]),

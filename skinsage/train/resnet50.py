@@ -147,8 +147,8 @@ def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | 
     batch = t.batch_size * replicas(strategy)  # global batch
     fit_args = dict(class_weight=class_weight, strategy=strategy, **training_args(t, params.seed, live))
     if params.model_params.augment.enabled:
-        log.info(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
-                 "every epoch runs the frozen backbone on new random variants")
+        log.info(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off "
+                 "for the head phase; every epoch runs the frozen backbone on new random variants")
         train, val = image_datasets(params, data, batch)
         result = fit_phase("head", model, train, val, **fit_args)
         result.notes = {"feature_caching": False}
