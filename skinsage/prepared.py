@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import SkinSageError
 from .fileio import read_json, write_json, write_npz
-from .params import Params
+from .params import RENAMED_KEYS, Params
 from .shards import FIELDS_FILE, ordered_batches, read_fields, shard_files, write_shards
 
 SPLITS = ("train", "val", "test")
@@ -180,6 +180,7 @@ def check_prepared_params(params: Params, prepared_dir: str | Path, name: str | 
     if recorded is None:
         return  # prepared before the params were recorded: nothing to compare
     current = prepare_params(params)
+    recorded = {RENAMED_KEYS.get(key, key): value for key, value in recorded.items()}  # a rename is no change
     changed = [key for key in dict.fromkeys([*current, *recorded])
                if current.get(key, _UNSET) != recorded.get(key, _UNSET)]
     if not changed:

@@ -444,3 +444,16 @@ def test_a_section_check_method_runs_at_load(monkeypatch):
     refused(re.escape("params.yaml.train.early_stopping.patience: at most 10 here"),
             {"train.early_stopping.patience": 11})
     assert load_params(PARAMS, {"train.early_stopping.patience": 10}).train.early_stopping.patience == 10
+
+
+def test_data_prepared_before_a_key_rename_still_matches(tmp_path):
+    """labels.json of a folder prepared before data.csv.metadata became data.csv.extra_csv."""
+    from skinsage.prepared import PreparedParamsError, check_prepared_params, prepare_params, save_labels
+
+    params = load_params(PARAMS)
+    recorded = {("data.csv.metadata" if key == "data.csv.extra_csv" else key): value
+                for key, value in prepare_params(params).items()}
+    save_labels(tmp_path, ["a", "b"], "x", params.image_size, "npz", {"prepare_params": recorded})
+    check_prepared_params(params, tmp_path)  # no error
+    with pytest.raises(PreparedParamsError, match="data.seed is 7 in params.yaml"):
+        check_prepared_params(load_params(PARAMS, {"data.seed": 7}), tmp_path)
