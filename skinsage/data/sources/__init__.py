@@ -1,7 +1,8 @@
 """Where images come from: the MedMNIST download, a class-per-folder dataset, a folder of images
 with a CSV of labels, or generated shapes.
 
-Every source returns a `RawDataset`; `prepare` turns it into model-ready splits.
+Every source returns a `RawDataset` (dataset.py); `prepare` turns it into model-ready splits. The
+file-based sources (folder, csv) list a `Listing` first; folder.decode_listing decodes it.
 """
 
 from __future__ import annotations
