@@ -1,4 +1,4 @@
-# Two commands: `make demo` (set up + run the whole pipeline offline) and `make test`.
+# Two commands: `make demo` (set up + run the whole pipeline offline) and `make test` (lint + tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup demo exps test test-fast test-slow clean
+.PHONY: setup demo exps lint test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -68,7 +68,11 @@ EXPS ?=
 exps: setup
 	@$(BIN)/dvc exp show --only-changed --hide-workspace --drop '$(EXP_HIDDEN)' $(EXPS)
 
-test: setup
+# ruff, configured in pyproject.toml ([tool.ruff]), on the whole tree
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from skinsage.evaluate.metrics import format_value
+from skinsage.contracts.evaluation import format_value
 from skinsage.fileio import md5sum
 from skinsage.model.temperature import negative_log_likelihood
 

@@ -61,7 +61,8 @@ with startup._filtered_stderr():
     os.write(2, b"E0000 00:00:1796398679.070483    6496 cuda_dnn.cc:8310] Unable to register cuDNN factory\n")
     os.write(2, b"E0000 00:00:1796398679.070483    6496 op_kernel.cc:1840] OP_REQUIRES failed: real trouble\n")
     print("a Python warning", file=sys.stderr)
-    os.write(2, b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.\n")
+    os.write(2, b"To enable the following instructions: AVX2 FMA, in other operations, "
+                b"rebuild TensorFlow with the appropriate compiler flags.\n")
 print("after", file=sys.stderr)
 """
     result = python(code, tmp_path)
