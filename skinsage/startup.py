@@ -41,8 +41,18 @@ def install() -> None:
         _after_import("keras", _then_register_layers)
 
 
-def is_startup_line(line: str) -> bool:
-    return bool(_STARTUP_LINE.match(line))
+# The full `tensorflow` build (pip install .) on a machine without an NVIDIA driver logs "failed call
+# to cuInit" when it looks for GPUs: expected there; with a driver it is a real error and stays.
+_NO_CUDA_DRIVER_LINE = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (?:\S*/)?cuda_platform\.cc:\d+\] failed call to cuInit")
+NVIDIA_DRIVER = "/proc/driver/nvidia/version"
+
+
+def is_startup_line(line: str, nvidia_driver: bool | None = None) -> bool:
+    if _STARTUP_LINE.match(line):
+        return True
+    if nvidia_driver is None:
+        nvidia_driver = os.path.exists(NVIDIA_DRIVER)
+    return not nvidia_driver and bool(_NO_CUDA_DRIVER_LINE.match(line))
 
 
 def _register_layers() -> None:
@@ -59,6 +69,10 @@ def _then_register_layers(exec_module, module) -> None:
 def _without_startup_lines(exec_module, module) -> None:
     with _filtered_stderr():
         exec_module(module)
+        # Finding the devices (as the first op would) logs CUDA's start-up too; logical devices
+        # stay configurable afterwards (tf.config's documented order)
+        with contextlib.suppress(Exception):
+            module.config.list_physical_devices()
 
 
 @contextlib.contextmanager
@@ -84,7 +98,8 @@ def _filtered_stderr():
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if not is_startup_line(line))
+            nvidia_driver = os.path.exists(NVIDIA_DRIVER)
+            kept = "".join(line for line in lines if not is_startup_line(line, nvidia_driver))
             if kept:
                 sys.stderr.write(kept)
                 sys.stderr.flush()

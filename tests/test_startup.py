@@ -90,3 +90,24 @@ def test_keras_load_model_works_after_import_skinsage(tmp_path):
         assert result.stdout.strip() == "skinsage.model.layers"
     result = python(f"import keras; print({load})", tmp_path)  # without SkinSage: Keras cannot
     assert result.returncode != 0 and "Could not locate class 'LogitAdjustment'" in result.stderr
+
+
+def test_cuda_init_failure_is_dropped_only_where_there_is_no_nvidia_driver():
+    """The full TensorFlow build looks for GPUs and logs "failed call to cuInit" where there are none:
+    noise on a CPU-only machine, a real error where an NVIDIA driver is installed."""
+    from skinsage.startup import is_startup_line
+
+    line = ("E0000 00:00:1796402079.998170   15609 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+            "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
+    assert is_startup_line(line, nvidia_driver=False)
+    assert not is_startup_line(line, nvidia_driver=True)
+    assert not is_startup_line("E0000 00:00:1.0   15609 cuda_platform.cc:52] something else", nvidia_driver=False)
+
+
+def test_logical_devices_stay_configurable_after_import(tmp_path):
+    """Finding the devices at import must not initialise them: tf.distribute's tests split the CPU."""
+    result = python("import skinsage, tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
+                    "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+                    "print(len(tf.config.list_logical_devices('CPU')))", tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "2", result.stderr
+
