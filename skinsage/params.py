@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,15 @@ class LogitAdjustmentParams:
 
 
 @dataclass(frozen=True)
+class ReferralParams:
+    """Which classes a clinician must see and how many of them the operating point must catch."""
+    # names of the refer classes as any source may spell them (matched ignoring case and separators);
+    # None = no referral
+    classes: Optional[tuple[str, ...]]
+    target_sensitivity: float  # share of the validation split's refer images the threshold refers
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int
     batch_size: int
@@ -212,6 +222,13 @@ class TrainParams:
     temperature: Optional[str]  # None = off (T = 1), a number, or "auto" (fitted on the validation split)
     mixed_precision: Literal["auto", "off", "on"]  # auto: mixed_float16 only when a GPU is visible
     distribute: Literal["auto", "none", "mirrored", "multi_worker"]  # tf.distribute strategy (train/distribute.py)
+    referral: ReferralParams  # the referral operating point, fitted on validation (model/referral.py)
+
+
+@dataclass(frozen=True)
+class SubgroupParams:
+    min_images: int              # a sex or site value with fewer test images gets no row of its own
+    age_bands: tuple[int, ...]   # ascending edges in years: [30, 60] -> <30, 30-59, >=60
 
 
 @dataclass(frozen=True)
@@ -220,6 +237,7 @@ class EvaluateParams:
     tta: Literal["none", "flips"]  # flips: average the predictions of the 4 flipped variants
     bootstrap: int   # stratified bootstrap resamples for 95% CIs; 0 = no CIs
     ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
+    subgroups: SubgroupParams  # per age band, sex and site, when the data has clinical metadata
 
 
 EXPORT_TARGETS = ("litert", "litert_float16", "litert_int8", "onnx")
@@ -414,6 +432,7 @@ def _check_values(p: Params) -> None:
              "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")
     _check_logit_adjustment(t.logit_adjustment)
     _check_temperature(t.temperature)
+    _check_referral(t.referral)
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
     _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
     _require(0 <= t.ema < 1, f"train.ema: the moving average's momentum per step, in [0, 1) (0 = off; "
@@ -430,6 +449,7 @@ def _check_values(p: Params) -> None:
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")
+    _check_subgroups(p.evaluate.subgroups)
     _check_upper_bounds(p)
 
 
@@ -550,6 +570,36 @@ def _check_temperature(value: Optional[str]) -> None:
     except ValueError:
         raise ParamsError(f"train.temperature: '{value}' is not a number, auto or null") from None
     _require(0.05 <= temperature <= 20, f"train.temperature: must be in 0.05..20 (1 = unchanged), got {temperature:g}")
+
+
+def _check_referral(r: ReferralParams) -> None:
+    """Names are matched against the data's classes by `train` (model/referral.py); their shape here."""
+    _require(0 < r.target_sensitivity <= 1, "train.referral.target_sensitivity: the share of refer "
+             f"images the threshold must catch, in (0, 1] (0.95 is usual), got {r.target_sensitivity:g}")
+    if r.classes is None:
+        return
+    empty = [name for name in r.classes if not loose_name(name)]
+    _require(not empty, f"train.referral.classes: {empty[0] if empty else ''!r} is not a class name "
+             "(letters or digits needed)")
+    seen: dict[str, str] = {}
+    for name in r.classes:
+        twice = seen.setdefault(loose_name(name), name)
+        _require(twice == name, f"train.referral.classes: '{name}' and '{twice}' are the same name "
+                 "(matching ignores case and separators); list it once")
+
+
+def loose_name(name: str) -> str:
+    """A class name compared ignoring case and separators: 'Basal cell carcinoma' =
+    'basal_cell_carcinoma', 'MEL' = 'mel'. Used to match train.referral.classes to a dataset's."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+
+
+def _check_subgroups(s: SubgroupParams) -> None:
+    _require(s.min_images >= 1, f"evaluate.subgroups.min_images: must be >= 1 (e.g. 50), got {s.min_images}")
+    bands = list(s.age_bands)
+    _require(all(0 < a < 130 for a in bands) and bands == sorted(set(bands)),
+             f"evaluate.subgroups.age_bands: ascending ages in years between 0 and 130, each once "
+             f"(e.g. [30, 45, 60, 75]), got {bands}")
 
 
 def _check_accuracy_drop(a: LogitAdjustmentParams) -> None:

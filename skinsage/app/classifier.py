@@ -27,7 +27,9 @@ from PIL import Image
 from ..data.images import ImageError, is_os_clutter, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
 from ..model.inference import TTA_CHOICES, predict_probabilities
-from ..model.model_file import check_metadata, check_network, clinical_record, inference_settings
+from ..model.model_file import (check_metadata, check_network, clinical_record, inference_settings,
+                                referral_settings)
+from ..model.referral import decide
 from .clinical_input import MetadataTable, missing_metadata_message, resolve
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,16 @@ class Prediction:
     probabilities: dict[str, float]  # all classes, sums to 1
     image_size: int                  # the model's input size the image was resized to
     source: str | None = None        # the file, when predicted from a path
+    # the referral advice (model/referral.py): P(refer) >= the threshold fitted on validation; both
+    # None for a model without a recorded referral, refer None for an out-of-distribution image
+    refer: bool | None = None
+    refer_probability: float | None = None
 
     def to_dict(self) -> dict:
         return {"path": self.source, "label": self.label, "probability": self.probability,
                 "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
-                "probabilities": dict(self.probabilities), "image_size": self.image_size}
+                "probabilities": dict(self.probabilities), "image_size": self.image_size,
+                "refer": self.refer, "refer_probability": self.refer_probability}
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +122,7 @@ class Classifier:
         record = clinical_record(metadata)
         # the clinical inputs the model takes (age, sex, site) and the CSV columns it learnt them from
         self.clinical_inputs, self.clinical_columns = record["inputs"], record["columns"]
+        self.referral = referral_settings(metadata, where)  # None: an older file, refer stays None
         self._grad_cam = None  # built by the first explain()
 
     @classmethod
@@ -282,9 +290,11 @@ class Classifier:
     def _result(self, row: np.ndarray, source: str | None, top_k: int) -> Prediction:
         order = np.argsort(-row, kind="stable")[:top_k]  # ties keep the class order
         ranked = [(self.classes[i], float(row[i])) for i in order]
+        (refer,), (refer_probability,) = decide(row[None], self.classes, self.referral)
         return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
                           probabilities={name: float(p) for name, p in zip(self.classes, row)},
-                          image_size=self.image_size, source=source)
+                          image_size=self.image_size, source=source, refer=refer,
+                          refer_probability=refer_probability)
 
 
 _NO_ROW = object()  # a MetadataTable without a row for the file

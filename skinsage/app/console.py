@@ -8,8 +8,10 @@ import json
 import unicodedata
 
 from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..model.referral import NO_RECORD_NOTE
 from .classifier import Classifier, Prediction
 
+REFER_WORDS = {True: "yes", False: "no", None: "no advice"}  # None: out of distribution
 DIGITS = 4  # more than the model card's 3: people compare runs here
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -24,10 +26,32 @@ def model_line(clf: Classifier) -> str:
 
 def predictions_table(clf: Classifier, predictions: list[Prediction]) -> str:
     ranks = max(len(p.top_k) for p in predictions)
-    header = ["path"] + [f"#{i + 1}" for i in range(ranks)]
+    header = ["path"] + [f"#{i + 1}" for i in range(ranks)] + ["refer"]
     rows = [[printable(p.source or "-")] + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k]
-            for p in predictions]
-    return model_line(clf) + "\n" + _columns([header, *rows])
+            + [refer_text(p)] for p in predictions]
+    return model_line(clf) + "\n" + referral_line(clf) + "\n" + _columns([header, *rows])
+
+
+def refer_text(p: Prediction) -> str:
+    """The referral cell: yes/no with P(refer), or why there is no advice."""
+    if p.refer_probability is None:
+        return "-"
+    return f"{REFER_WORDS[p.refer]} (P {p.refer_probability:.3f})"
+
+
+def referral_line(clf: Classifier) -> str:
+    r = clf.referral
+    if r is None:
+        return f"referral: none ({NO_RECORD_NOTE})"
+    return (f"referral: refer when P({' + '.join(r['classes'])}) >= {r['threshold']:.4f} (chosen on "
+            f"validation for sensitivity {r['target_sensitivity']:g}); not a diagnosis")
+
+
+def referral_json(clf: Classifier) -> dict:
+    r = clf.referral
+    if r is None:
+        return {"note": NO_RECORD_NOTE}
+    return {key: r.get(key) for key in ("classes", "threshold", "target_sensitivity")}
 
 
 def predictions_csv(predictions: list[Prediction]) -> str:
@@ -35,10 +59,13 @@ def predictions_csv(predictions: list[Prediction]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "image_size"]
-                    + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")])
-    for p in predictions:
+                    + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")]
+                    + ["refer", "refer_probability"])
+    for p in predictions:  # refer: true/false, empty when there is no advice
         writer.writerow([csv_text(p.source), p.image_size]
-                        + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")])
+                        + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")]
+                        + [{True: "true", False: "false", None: ""}[p.refer],
+                           "" if p.refer_probability is None else f"{p.refer_probability:.6f}"])
     return buffer.getvalue()
 
 
@@ -60,7 +87,7 @@ def printable(text: str) -> str:
 def predictions_json(clf: Classifier, predictions: list[Prediction],
                      skipped: list[tuple[str, str]]) -> str:
     document = {"model": clf.path, "model_kind": clf.kind, "image_size": clf.image_size, "tta": clf.tta,
-                "temperature": clf.temperature,
+                "temperature": clf.temperature, "referral": referral_json(clf),
                 "classes": clf.classes, "predictions": [p.to_dict() for p in predictions],
                 "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
     return json.dumps(document, indent=2)

@@ -84,6 +84,7 @@ def _explain_bytes(clf: Classifier, data: bytes, filename: str | None) -> dict:
     prediction = explanation.prediction
     return {"label": prediction.label, "probability": prediction.probability,
             "top_k": [{"label": name, "probability": p} for name, p in prediction.top_k],
+            "refer": prediction.refer, "refer_probability": prediction.refer_probability,
             "explained": explanation.explained, "layer": explanation.layer,
             "photo": _data_url(explanation.photo), "overlay": _data_url(explanation.overlay)}
 
@@ -111,10 +112,20 @@ def render_page(clf: Classifier, max_upload_bytes: int) -> str:
              "classes": ", ".join(name.replace("_", " ") for name in clf.classes),
              "input size": f"{clf.image_size} x {clf.image_size} px",
              "test-time augmentation": clf.tta,
+             "referral": _referral_text(clf),
              "test metrics": _metrics_text(metrics, source)}
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (PAGE.read_text(encoding="utf-8").replace("{{MODEL_FACTS}}", rows)
             .replace("{{MAX_MB}}", str(max_upload_bytes // (1024 * 1024))))
+
+
+def _referral_text(clf: Classifier) -> str:
+    r = clf.referral
+    if r is None:
+        return "none recorded for this model (trained before referral existed): no referral advice"
+    names = " + ".join(name.replace("_", " ") for name in r["classes"])
+    return (f"refer when P({names}) >= {r['threshold']:.3f}, the threshold chosen on validation "
+            f"images to refer {r['target_sensitivity']:.0%} of them")
 
 
 def _metrics_text(metrics: dict | None, source: str | None) -> str:

@@ -170,3 +170,11 @@ def inference_settings(metadata: dict, where: str = "model") -> dict:
         raise ModelFileError(f"{where}: its SkinSage metadata records temperature {temperature!r}; "
                              "expected a positive number")
     return {"tta": tta, "temperature": float(temperature)}
+
+
+def referral_settings(metadata: dict, where: str = "model") -> dict | None:
+    """The referral operating point `train` recorded ({"classes", "threshold", "target_sensitivity",
+    ...}, model/referral.py), checked against the classes; None for a file without one."""
+    from .referral import RECORD_KEY, check_record
+
+    return check_record(metadata.get(RECORD_KEY), list(metadata.get("classes") or []), where)
