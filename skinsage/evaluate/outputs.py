@@ -10,6 +10,8 @@
   roc.csv, precision_recall.csv   per-class curves, long format with a `class` column
   calibration.csv       reliability bins of the test split
   calibration_before_temperature.csv   the same before temperature scaling (identical when T = 1)
+  referral_roc.csv      the test ROC of P(refer) and the recorded operating point (`curve` column);
+                        header only for a model without a referral
 
 `plot` reads them back with `read_predictions` and `curves.read_rows`.
 """
@@ -26,23 +28,28 @@ import numpy as np
 from ..fileio import write_json, write_text
 from .curves import (CALIBRATION_COLUMNS, PR_COLUMNS, ROC_COLUMNS, calibration_bins,
                      precision_recall_rows, roc_rows, write_rows)
+from ..model.referral import decide
 from .metrics import ECE_BINS
+from .referral import roc_rows as referral_roc_rows
 
 EVALUATION_FILES = ("eval.json", "eval_full.json", "per_class.json", "confusion.json", "predictions.csv",
                     "roc.csv", "precision_recall.csv", "calibration.csv",
-                    "calibration_before_temperature.csv")
+                    "calibration_before_temperature.csv", "referral_roc.csv")
 # The few numbers per split that `dvc exp show` lists: it shows every key of a metrics file as a
 # column, so the rest (counts, intervals, per class) live in eval_full.json and per_class.json.
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "macro_f1", "cohen_kappa", "ece", "loss")
+REFERRAL_HEADLINE_KEYS = ("referral_sensitivity", "referral_specificity")  # models with a referral
+REFERRAL_ROC_COLUMNS = ("curve", "point", "fpr", "tpr", "threshold")
 PROBABILITY_PREFIX = "p_"
 
 
 def write_evaluation(out_dir: str | Path, test_metrics: dict, val_metrics: dict | None, matrix: dict,
                      labels: np.ndarray, probs: np.ndarray, class_names: list[str],
                      ece_bins: int = ECE_BINS, model_type: str = "unknown",
-                     before_temperature: np.ndarray | None = None) -> None:
+                     before_temperature: np.ndarray | None = None, referral: dict | None = None) -> None:
     """Write EVALUATION_FILES for the test split; `val_metrics` adds the "val" summaries;
-    `before_temperature`: the test probabilities without the model's temperature (default `probs`)."""
+    `before_temperature`: the test probabilities without the model's temperature (default `probs`);
+    `referral`: the model file's referral record (refer columns and the referral ROC)."""
     out_dir = Path(out_dir)
     scalars = headline(test_metrics)
     if val_metrics is not None:
@@ -51,7 +58,10 @@ def write_evaluation(out_dir: str | Path, test_metrics: dict, val_metrics: dict 
     write_json(out_dir / "eval_full.json", json_safe(scalars))
     write_json(out_dir / "per_class.json", json_safe(test_metrics["per_class"]))
     write_json(out_dir / "confusion.json", matrix)
-    write_text(out_dir / "predictions.csv", predictions_csv(labels, probs, class_names))
+    write_text(out_dir / "predictions.csv", predictions_csv(labels, probs, class_names, referral))
+    write_rows(out_dir / "referral_roc.csv",
+               [] if referral is None else referral_roc_rows(labels, probs, class_names, referral),
+               REFERRAL_ROC_COLUMNS)
     write_rows(out_dir / "roc.csv", roc_rows(labels, probs, class_names), ROC_COLUMNS)
     write_rows(out_dir / "precision_recall.csv", precision_recall_rows(labels, probs, class_names),
                PR_COLUMNS)
@@ -62,16 +72,20 @@ def write_evaluation(out_dir: str | Path, test_metrics: dict, val_metrics: dict 
                CALIBRATION_COLUMNS)
 
 
-def predictions_csv(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+def predictions_csv(labels: np.ndarray, probs: np.ndarray, class_names: list[str],
+                    referral: dict | None = None) -> str:
     """One row per image: actual and predicted class names (DVC's confusion template), confidence,
-    and the probability of every class (what `skinsage predict` gives for the same image)."""
+    the probability of every class and the referral decision (what `skinsage predict` gives for
+    the same image; empty cells for a model without a referral)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["index", "actual", "predicted", "confidence",
-                     *[PROBABILITY_PREFIX + name for name in class_names]])
+                     *[PROBABILITY_PREFIX + name for name in class_names], "refer", "refer_probability"])
+    refer, refer_probability = decide(probs, class_names, referral)
     for i, (label, row) in enumerate(zip(labels, probs)):
         writer.writerow([i, class_names[label], class_names[int(row.argmax())], f"{row.max():.6f}",
-                         *[f"{p:.9f}" for p in row]])
+                         *[f"{p:.9f}" for p in row], {True: "true", False: "false", None: ""}[refer[i]],
+                         "" if refer_probability[i] is None else f"{refer_probability[i]:.9f}"])
     return buffer.getvalue()
 
 
@@ -86,12 +100,21 @@ def read_predictions(path: str | Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+def read_referral_roc(path: str | Path) -> list[dict]:
+    """referral_roc.csv rows (curve, point, fpr, tpr, threshold); [] when the file has none."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    return frame.to_dict("records")
+
+
 def headline_metrics(scalars: dict, model_type: str) -> dict:
     """eval.json: which model was evaluated (so `dvc exp show` names it beside its accuracy), then
     HEADLINE_KEYS of the test split and of "val"."""
-    result = {"model_type": model_type, **{k: scalars[k] for k in HEADLINE_KEYS}}
+    keys = HEADLINE_KEYS + tuple(k for k in REFERRAL_HEADLINE_KEYS if k in scalars)
+    result = {"model_type": model_type, **{k: scalars[k] for k in keys}}
     if "val" in scalars:
-        result["val"] = {k: scalars["val"][k] for k in HEADLINE_KEYS}
+        result["val"] = {k: scalars["val"][k] for k in keys if k in scalars["val"]}
     return result
 
 

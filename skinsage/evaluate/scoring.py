@@ -7,12 +7,16 @@ import sklearn.metrics as skm
 
 from ..model.inference import predict_probabilities
 from ..model.temperature import apply_temperature
+from ..params import SubgroupParams
 from ..prepared import Split
 from .metrics import ECE_BINS, confusion, evaluate_predictions, expected_calibration_error
+from .referral import referral_metrics
+from .subgroups import subgroup_table
 
 
 def evaluate_split(model, split: Split, class_names: list[str], batch_size: int, *, tta: str,
-                   temperature: float = 1.0, bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS):
+                   temperature: float = 1.0, bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS,
+                   referral: dict | None = None, subgroups: SubgroupParams | None = None):
     """(metrics dict, confusion dict, (N, C) probabilities) for one labelled split.
 
     `tta` is required: the caller states how the model is run (the `evaluate` stage and `skinsage
@@ -20,7 +24,9 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
     1 it also has the calibration before it ("temperature", "ece_before_temperature",
     "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
-    split's metadata.
+    split's metadata. `referral` (the model file's record) adds "referral" (referral.py) and the
+    headline "referral_sensitivity" / "referral_specificity"; `subgroups` adds "subgroups"
+    (subgroups.py) when the split has clinical metadata.
     """
     # either store, batch by batch; a model with clinical inputs gets the split's metadata
     probs = predict_probabilities(model, split, batch_size, tta, temperature, metadata=split.metadata)
@@ -32,7 +38,23 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
         metrics.update(temperature=temperature,
                        ece_before_temperature=expected_calibration_error(split.labels, before, ece_bins),
                        loss_before_temperature=float(skm.log_loss(split.labels, before, labels=labels)))
+    metrics.update(_referral_figures(split, probs, class_names, referral, subgroups, bootstrap, seed))
     return metrics, confusion(split.labels, probs.argmax(axis=1), class_names), probs
+
+
+def _referral_figures(split: Split, probs, class_names, record, subgroups, bootstrap: int, seed: int) -> dict:
+    figures = {}
+    if record is not None:
+        r = referral_metrics(split.labels, probs, class_names, record, bootstrap=bootstrap, seed=seed)
+        figures = {"referral_sensitivity": r["sensitivity"], "referral_specificity": r["specificity"],
+                   "referral": r}
+    if subgroups is not None:
+        table = subgroup_table(split.labels, probs, class_names, split.metadata, record, subgroups,
+                               bootstrap=bootstrap, seed=seed,
+                               overall_sensitivity=figures.get("referral_sensitivity"))
+        if table is not None:
+            figures["subgroups"] = table
+    return figures
 
 
 def without_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..evaluate.referral import LABELS as REFERRAL_LABELS
 from ..params import Params
 
 FIGURES = (("training_curves.png", "Training curves (loss and accuracy per epoch)"),
@@ -13,12 +14,14 @@ FIGURES = (("training_curves.png", "Training curves (loss and accuracy per epoch
            ("reliability_diagram.png", "Reliability diagram (test split)"),
            ("test_examples.png", "Test images with true and predicted classes"),
            ("gradcam_examples.png", "Grad-CAM: where the model found evidence for its answer, per class "
-                                    "a correct and the most confident wrong test image"))
+                                    "a correct and the most confident wrong test image"),
+           ("referral_roc.png", "ROC of P(refer) on the test split, the operating point chosen on validation marked"))
 def model_card(*, params: Params, labels: dict, data: dict, train: dict, evaluation: dict,
                per_class: dict) -> str:
     """Markdown from the pipeline's outputs: labels.json, metrics/{data,train,eval,per_class}.json."""
     sections = [_header(params, labels), _data_section(labels, data), _model_section(params, train),
-                _results_section(evaluation, per_class, data, params.evaluate.bootstrap), _figures_section(),
+                _results_section(evaluation, per_class, data, params.evaluate.bootstrap),
+                _referral_section(evaluation), _subgroup_section(evaluation), _figures_section(),
                 _use_and_limits(labels)]
     return "\n\n".join(sections) + "\n"
 
@@ -93,6 +96,55 @@ def _results_section(evaluation: dict, per_class: dict, data: dict, bootstrap: i
             + _calibration_note(evaluation)
             + "\n\nPer class on the test split (one class vs the rest):\n\n"
             + _table(["class", *PER_CLASS_LABELS.values()], class_rows))
+
+
+def _referral_section(evaluation: dict) -> str:
+    test, val = evaluation.get("referral"), (evaluation.get("val") or {}).get("referral") or {}
+    if not test:
+        return ("## Referral\n\nNo referral operating point is recorded for this model "
+                "(`train.referral.classes` null, generated shapes, or a model trained before it existed).")
+    ci, val_ci = test.get("ci95") or {}, val.get("ci95") or {}
+    rows = [[label[0].upper() + label[1:], format_value(test.get(key)), _interval(ci.get(key)),
+             format_value(val.get(key)), _interval(val_ci.get(key))]
+            for key, label in REFERRAL_LABELS.items() if key in test]
+    names = " + ".join(name.replace("_", " ") for name in test["classes"])
+    return ("## Referral\n\n"
+            f"A lesion is referred when P({names}) >= **{test['threshold']:.4f}**, the highest threshold that "
+            f"refers at least {test.get('target_sensitivity', 0):.0%} of the validation split's refer images "
+            f"(chosen on validation by `train`, recorded in the model file; every prediction applies it). "
+            f"Test: {test['images']} images, {test['refer_images']} of a refer class.\n\n"
+            + _table(["figure", "test", "test 95% CI", "validation", "validation 95% CI"], rows))
+
+
+def _subgroup_section(evaluation: dict) -> str:
+    table = evaluation.get("subgroups")
+    if not table:
+        return ("## Patient subgroups\n\nNot available: the test split has no clinical metadata "
+                "(age, sex, site; the csv source with `data.csv.clinical` carries it).")
+    referral = evaluation.get("referral")
+    rows = []
+    for row in table["rows"]:
+        ci = row.get("ci95") or {}
+        cells = [row["field"], str(row["value"]).replace("_", " "), str(row["images"]),
+                 format_value(row["accuracy"]), format_value(row["balanced_accuracy"])]
+        if referral:
+            cells += [str(row["refer_images"]),
+                      f"{format_value(row['sensitivity'])} ({_interval(ci.get('sensitivity'))})",
+                      f"{format_value(row['specificity'])} ({_interval(ci.get('specificity'))})",
+                      {True: "**below**", False: "", None: "n/a"}[row.get("flagged")]]
+        rows.append(cells)
+    header = ["field", "group", "images", "accuracy", "balanced accuracy"]
+    if referral:
+        header += ["refer images", "referral sensitivity (95% CI)", "referral specificity (95% CI)", "flag"]
+    left_out = ", ".join(f"{g['field']} {g['value']} ({g['images']})" for g in table["left_out"])
+    overall = (f" Whole test split: referral sensitivity {format_value(referral['sensitivity'])}."
+               if referral else "")
+    return ("## Patient subgroups\n\n"
+            f"Test split per age band, sex and anatomical site (groups of at least {table['min_images']} "
+            f"images; `evaluate.subgroups`).{overall} Rule: {table['rule']}. A subgroup without intervals "
+            "(`evaluate.bootstrap: 0`) is never flagged."
+            + (f" Left out as too small: {left_out}." if left_out else "") + "\n\n"
+            + _table(header, rows))
 
 
 def _figures_section() -> str:

@@ -10,13 +10,15 @@ from ..fileio import read_json, write_text
 from ..params import Params
 from ..prepared import load_labels, load_split
 from ..train.history import LIVE_DIR, read_history
+from ..evaluate.outputs import read_referral_roc
 from .charts import (plot_confusion_matrix, plot_gradcam_examples, plot_prediction_grid,
-                     plot_reliability_diagram, plot_roc_pr_curves, plot_training_curves)
+                     plot_referral_roc, plot_reliability_diagram, plot_roc_pr_curves, plot_training_curves)
 from .explanations import explain_examples, select_gradcam_examples
 from .model_card import model_card
 
 PLOT_FILES = ("training_curves.png", "confusion_matrix.png", "roc_pr_curves.png",
-              "reliability_diagram.png", "test_examples.png", "gradcam_examples.png", "report.md")
+              "reliability_diagram.png", "test_examples.png", "gradcam_examples.png", "referral_roc.png",
+              "report.md")
 
 
 def _before_temperature(metrics: Path, evaluation: dict) -> tuple[list[dict], float, float] | None:
@@ -46,6 +48,8 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
     plot_reliability_diagram(read_rows(metrics / "calibration.csv"), evaluation.get("ece"),
                              params.evaluate.ece_bins, out / "reliability_diagram.png",
                              f"Test calibration: {name}", before=_before_temperature(metrics, evaluation))
+    plot_referral_roc(read_referral_roc(metrics / "referral_roc.csv"), evaluation.get("referral"),
+                      out / "referral_roc.png", f"Test referral ROC: {name}")
     test_images, predictions = load_split(prepared, "test").in_memory().images, read_predictions(metrics / "predictions.csv")
     plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
                          f"Test images: {name}", seed=params.seed)

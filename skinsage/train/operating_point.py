@@ -8,18 +8,18 @@ from __future__ import annotations
 import logging
 
 from ..model.referral import fit_referral, refer_class_names
-from ..params import Params
+from ..params import Params, loose_name
 
 log = logging.getLogger(__name__)
 
 
 def refer_classes(params: Params, class_names: list[str]) -> list[str] | None:
     """The data's refer classes; None = no referral (train.referral.classes null, or generated
-    shapes, which have no malignant class)."""
+    shapes none of which is listed: they have no malignant class)."""
     wanted = params.train.referral.classes
     if wanted is None:
         return None
-    if params.data.source == "synthetic":
+    if params.data.source == "synthetic" and not set(map(loose_name, wanted)) & set(map(loose_name, class_names)):
         log.info("train.referral: generated shapes have no refer classes; the model records no referral")
         return None
     return refer_class_names(wanted, class_names)
