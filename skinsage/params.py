@@ -288,6 +288,14 @@ def params_from_dict(raw: dict, source: str = "params") -> Params:
     return params
 
 
+def csv_params_from_dict(raw: dict, where: str = "data.csv") -> CsvParams:
+    """A data.csv description on its own (`skinsage evaluate` on a CSV of labels), with the checks
+    params.yaml's gets."""
+    c = _build(CsvParams, raw, where)
+    _check_csv(c)
+    return c
+
+
 def _set_dotted(raw: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     node = raw

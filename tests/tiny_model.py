@@ -16,6 +16,9 @@ from skinsage.train.trainer import model_metadata
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
 CLASSES = ["benign keratosis", "melanocytic nevi", "melanoma"]
+# what `train` records (model/referral.py); a random-weight model gives melanoma 0.42-0.45 on noise, so some
+# images are referred and some are not
+REFERRAL = {"classes": ["melanoma"], "threshold": 0.435, "target_sensitivity": 0.95, "fitted_on": "validation"}
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 
 
@@ -25,8 +28,10 @@ def tiny_params(size: int = SIZE, **overrides):
     return load_params(ROOT / "params.yaml", overrides=values)
 
 
-def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0, size: int = SIZE, model=None) -> Path:
-    """`model`: a CNN built from tiny_params(size) (e.g. trained); default a random-weight one."""
+def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0, size: int = SIZE, model=None,
+                    referral: dict | None = REFERRAL) -> Path:
+    """`model`: a CNN built from tiny_params(size) (e.g. trained); default a random-weight one.
+    `referral`: the recorded operating point (None: a file from before referral existed)."""
     import keras
 
     from skinsage.model.architectures import build_cnn
@@ -39,7 +44,10 @@ def save_tiny_model(path: Path, classes=CLASSES, seed: int = 0, size: int = SIZE
                         splits={})
     summary = {"epochs_run": 1, "best_epoch": 1, "stopped_early": False, "best_val_loss": 1.1,
                "best_val_accuracy": 0.4, "train_seconds": 0.1}
-    save_model(model, path, model_metadata(params, data, summary))
+    metadata = model_metadata(params, data, summary)
+    if referral is not None and all(name in classes for name in referral["classes"]):
+        metadata["referral"] = referral
+    save_model(model, path, metadata)
     return path
 
 

@@ -80,15 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of the model on labelled images",
                                    description=(
         "The evaluate stage's metrics on labelled data: a folder with one sub-folder per class "
-        "(matched to the model's class names), a MedMNIST-layout .npz, or the prepare stage's "
-        "data/prepared (--split test reproduces metrics/eval.json)."))
+        "(matched to the model's class names), a CSV of labels with --images (read as the csv "
+        "source reads data.csv), a MedMNIST-layout .npz, or the prepare stage's data/prepared "
+        "(--split test reproduces metrics/eval.json). With a referral recorded in the model: its "
+        "sensitivity, specificity, PPV, NPV; with clinical columns: figures per age band, sex, site."))
     _model_option(evaluate)
     evaluate.add_argument("--data", required=True,
-                          help="class-per-folder directory, .npz file or data/prepared")
+                          help="class-per-folder directory, CSV of labels, .npz file or data/prepared")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"),
                           help="which split of an .npz or data/prepared (default test)")
     evaluate.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
                           help="use folder FOLDER for the model's class CLASS (repeatable)")
+    table = evaluate.add_argument_group(
+        "a CSV of labels (as data.csv in params.yaml; each default is the model's own data.csv value)")
+    table.add_argument("--images", metavar="DIR", help="folder searched for the CSV's image files (any depth)")
+    table.add_argument("--id", metavar="COLUMN", help="column with the image id or file name")
+    table.add_argument("--label", metavar="COLUMN", help=(
+        "column of class names, or comma-separated one-hot columns (MEL,NV,BCC,...)"))
+    table.add_argument("--classes", action="append", metavar="LABEL=CLASS", help=(
+        "rename/merge a label as written in the CSV (repeatable); when given, every label must be "
+        "listed or excluded"))
+    table.add_argument("--exclude", action="append", metavar="LABEL", help="drop rows with this label (repeatable)")
+    table.add_argument("--clinical", action="append", metavar="FIELD=COLUMN", help=(
+        "a clinical column (FIELD age, sex or site; repeatable), for a model with clinical inputs "
+        "and for the subgroup figures; default: the columns the model was trained from"))
+    table.add_argument("--csv-metadata", metavar="FILE.csv", help="a second CSV joined on the id column")
+    evaluate.add_argument("--format", choices=("text", "json"), default="text",
+                          help="text for people, json (every metric) for programs")
     evaluate.add_argument("--out", help="also write all metrics to this JSON file")
     evaluate.add_argument("--bootstrap", type=_bootstrap, help=(
         "resamples for 95%% confidence intervals, 0 = none (default: the model's evaluate.bootstrap)"))
@@ -257,7 +275,7 @@ def run_evaluate(args) -> int:
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
     from .classifier import Classifier, PredictError
-    from .console import metrics_text, model_line
+    from .console import metrics_text, model_line, referral_line
     from .evaluation_data import load_labelled
 
     _check_out(args.out)  # before loading anything: a bad --out must not cost the whole run
@@ -268,23 +286,84 @@ def run_evaluate(args) -> int:
     batch_size = args.batch_size or recorded.get("batch_size", 256)
     ece = {"ece_bins": recorded["ece_bins"]} if "ece_bins" in recorded else {}
     data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
-                         renames=_parse_maps(args.map), workers=args.workers)
+                         renames=_parse_maps(args.map), workers=args.workers, csv=_csv_description(args, clf))
     _report_skipped(data.skipped, at_most=10)
     if clf.clinical_inputs and not data.split.metadata:
         raise PredictError(f"{args.model} takes clinical metadata ({', '.join(clf.clinical_inputs)}) besides "
-                           f"the image, and {args.data} has none: evaluate it on a folder written by "
-                           "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
+                           f"the image, and {args.data} has none: evaluate it on a CSV of labels with "
+                           "its clinical columns (--images, --clinical) or on a folder written by `prepare` "
+                           "with data.csv.clinical (e.g. --data data/prepared)")
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
-                                        bootstrap=bootstrap, seed=seed, **ece)
-    print(f"{model_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
+                                        bootstrap=bootstrap, seed=seed, **ece, referral=clf.referral,
+                                        subgroups=_subgroup_params(recorded))
+    document = json_safe({
+        "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
+        "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
+        "metrics": headline(metrics), "per_class": metrics["per_class"], "confusion": matrix})
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{model_line(clf)}\n{referral_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
     if args.out:
-        write_json(args.out, json_safe({
-            "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
-            "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
-            "metrics": headline(metrics), "per_class": metrics["per_class"], "confusion": matrix}))
-        print(f"\nwrote {args.out}")
+        write_json(args.out, document)
+        print(f"\nwrote {args.out}", file=sys.stderr if args.format == "json" else sys.stdout)
     return 0
+
+
+def _csv_description(args, clf):
+    """The CsvParams a CSV given as --data is read with: the options, else the model's own
+    data.csv values (the columns it was trained from); None when --data is not a CSV."""
+    from ..params import ParamsError, csv_params_from_dict
+    from .evaluation_data import LabelledDataError
+
+    if not str(args.data).lower().endswith(".csv"):
+        for option in ("images", "id", "label", "classes", "exclude", "clinical", "csv_metadata"):
+            if getattr(args, option):
+                raise LabelledDataError(f"--{option.replace('_', '-')} describes a CSV of labels, but "
+                                        f"--data {args.data} is not a .csv file")
+        return None
+    if not args.images:
+        raise LabelledDataError(f"--data {args.data} is a CSV of labels: give the folder of its images with --images DIR")
+    trained = ((clf.metadata.get("params") or {}).get("data") or {}).get("csv") or {}
+    clinical = _pairs(args.clinical, "--clinical", "FIELD=COLUMN") if args.clinical else (
+        clf.clinical_columns or trained.get("clinical"))
+    raw = {"path": str(args.data), "images": args.images, "id": args.id or trained.get("id", "image"),
+           "label": args.label.split(",") if args.label and "," in args.label else (
+               args.label or trained.get("label", "label")),
+           "group": None, "metadata": args.csv_metadata,
+           "classes": _pairs(args.classes, "--classes", "LABEL=CLASS") if args.classes else (
+               None if args.label else trained.get("classes")),
+           "exclude": args.exclude or (None if args.label else trained.get("exclude")),
+           "clinical": None if not clinical else {**dict.fromkeys(("age", "sex", "site")), **clinical}}
+    try:  # the checks params.yaml's data.csv gets, named by this command's options
+        return csv_params_from_dict(raw, where="--csv")
+    except ParamsError as err:
+        raise LabelledDataError(str(err).replace("--csv.", "--").replace("data.csv.", "--")) from None
+
+
+def _pairs(values: list[str], option: str, form: str) -> dict[str, str]:
+    from .evaluation_data import LabelledDataError
+
+    pairs = {}
+    for value in values:
+        key, sep, name = value.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise LabelledDataError(f"{option} {value!r}: expected {form}")
+        pairs[key.strip()] = name.strip()
+    return pairs
+
+
+def _subgroup_params(recorded: dict):
+    """The model's recorded evaluate.subgroups; a model recorded before they existed gets the
+    committed params.yaml values."""
+    from ..evaluate.subgroups import DEFAULT_SUBGROUPS
+    from ..params import SubgroupParams
+
+    saved = recorded.get("subgroups") or {}
+    if not saved:
+        return DEFAULT_SUBGROUPS
+    return SubgroupParams(min_images=int(saved["min_images"]), age_bands=tuple(saved["age_bands"]))
 
 
 def run_info(args) -> int:

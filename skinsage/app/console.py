@@ -8,6 +8,7 @@ import json
 import unicodedata
 
 from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..evaluate.referral import LABELS as REFERRAL_LABELS
 from ..model.referral import NO_RECORD_NOTE
 from .classifier import Classifier, Prediction
 
@@ -136,7 +137,42 @@ def metrics_text(metrics: dict, indent: str = "") -> str:
         class_rows = [[indent + name] + [format_value(stats.get(col), DIGITS) for col in PER_CLASS_LABELS]
                       for name, stats in metrics["per_class"].items()]
         text += "\n\n" + _columns([header, *class_rows])
+    if metrics.get("referral"):
+        text += "\n\n" + referral_text(metrics["referral"], indent)
+    if metrics.get("subgroups"):
+        text += "\n\n" + subgroups_text(metrics["subgroups"], indent)
     return text
+
+
+def referral_text(r: dict, indent: str = "") -> str:
+    ci = r.get("ci95") or {}
+    rows = [[indent + label, format_value(r[key], DIGITS) + (
+                f"  95% CI {format_value(ci[key]['low'], DIGITS)}-{format_value(ci[key]['high'], DIGITS)}"
+                if key in ci else "")]
+            for key, label in REFERRAL_LABELS.items() if key in r]
+    return (f"{indent}referral at P({' + '.join(r['classes'])}) >= {r['threshold']:.4f}: {r['images']} images, "
+            f"{r['refer_images']} of a refer class\n" + _columns(rows))
+
+
+def subgroups_text(table: dict, indent: str = "") -> str:
+    header = [indent + "subgroup", "images", "accuracy", "bal. acc.", "refer imgs", "sensitivity (95% CI)",
+              "specificity (95% CI)", "flag"]
+    rows = []
+    for row in table["rows"]:
+        ci = row.get("ci95") or {}
+        def with_ci(key):
+            if key not in row:
+                return "-"
+            interval = ci.get(key)
+            return format_value(row[key], 3) + (f" ({format_value(interval['low'], 3)}-"
+                                                 f"{format_value(interval['high'], 3)})" if interval else "")
+        rows.append([f"{indent}{row['field']} {printable(row['value'])}", str(row["images"]),
+                     format_value(row["accuracy"], 3), format_value(row["balanced_accuracy"], 3),
+                     str(row.get("refer_images", "-")), with_ci("sensitivity"), with_ci("specificity"),
+                     {True: "BELOW", False: "", None: "n/a"}[row.get("flagged")]])
+    left_out = ", ".join(f"{g['field']} {printable(g['value'])} ({g['images']})" for g in table["left_out"])
+    return (f"{indent}subgroups (at least {table['min_images']} images; {table['rule']})\n"
+            + _columns([header, *rows]) + (f"\n{indent}left out (too few images): {left_out}" if left_out else ""))
 
 
 def _columns(rows: list[list[str]]) -> str:

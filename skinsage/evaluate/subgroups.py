@@ -20,6 +20,8 @@ from .metrics import percentile_intervals, stratified_resamples
 from .referral import rates
 
 FIELDS = ("age", "sex", "site")
+# for `skinsage evaluate` with a model saved before evaluate.subgroups existed: params.yaml's values
+DEFAULT_SUBGROUPS = SubgroupParams(min_images=50, age_bands=(30, 45, 60, 75))
 UNKNOWN = "unknown"
 FLAG_RULE = ("flagged: the upper end of the subgroup's 95% bootstrap interval of referral sensitivity "
              "is below the whole split's referral sensitivity")
