@@ -6,7 +6,10 @@ threshold fitted on them with `train`'s own rule (model/referral.py, params.yaml
 train.referral), then the test figures at that threshold with `evaluate`'s own code. The test split
 is scored once per model, after the threshold is fixed.
 
-    python benchmarks/referral_seeds.py /work/scratch/models/cnn28-s*  [--json out.json]
+    python benchmarks/referral_seeds.py /work/scratch/models/cnn28-s*  [--json out.json] [--save DIR]
+
+--save writes a copy of each model with the fitted record in its metadata (DIR/<folder>.keras), as
+`train` now saves it, for `skinsage predict` / `skinsage evaluate` on them.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skinsage.evaluate.referral import referral_metrics  # noqa: E402
 from skinsage.model.inference import predict_probabilities  # noqa: E402
-from skinsage.model.model_file import inference_settings, load_model  # noqa: E402
+from skinsage.model.model_file import inference_settings, load_model, save_model  # noqa: E402
 from skinsage.model.referral import fit_referral, refer_class_names  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
 from skinsage.prepared import load_split  # noqa: E402
 
 
-def score(folder: Path, params) -> dict:
+def score(folder: Path, params, save: Path | None = None) -> dict:
     model, metadata = load_model(folder / "model.keras")
     classes, settings = metadata["classes"], inference_settings(metadata)
     refer = refer_class_names(params.train.referral.classes, classes)
@@ -39,6 +42,9 @@ def score(folder: Path, params) -> dict:
     record = fit_referral(*probs["val"][::-1], classes, refer, params.train.referral.target_sensitivity)
     seed = (metadata.get("params") or {}).get("seed", 0)
     test = referral_metrics(*probs["test"], classes, record, bootstrap=1000, seed=seed)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        save_model(model, save / f"{folder.name}.keras", {**metadata, "referral": record})
     return {"model": str(folder), "seed": seed, "record": record, "test": test}
 
 
@@ -70,9 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--save", type=Path, help="write each model with its referral record into this folder")
     args = parser.parse_args()
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    rows = [score(folder, params) for folder in args.folders]
+    rows = [score(folder, params, args.save) for folder in args.folders]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

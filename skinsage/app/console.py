@@ -30,7 +30,7 @@ def predictions_table(clf: Classifier, predictions: list[Prediction]) -> str:
     header = ["path"] + [f"#{i + 1}" for i in range(ranks)] + ["refer"]
     rows = [[printable(p.source or "-")] + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k]
             + [refer_text(p)] for p in predictions]
-    return model_line(clf) + "\n" + referral_line(clf) + "\n" + _columns([header, *rows])
+    return model_line(clf) + "\n" + _columns([header, *rows]) + "\n" + referral_line(clf)
 
 
 def refer_text(p: Prediction) -> str:
