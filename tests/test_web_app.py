@@ -89,6 +89,7 @@ def test_page_shows_the_model_and_the_notice(server):
     assert "Research tool, not for diagnosis" in page
     assert all(name in page for name in CLASSES) and "16 x 16 px" in page and "model.keras (cnn)" in page
     assert "test metrics" in page and "not recorded" in page  # no dvc.lock beside the tiny model
+    assert "refer when P(melanoma) &gt;= 0.435" in page  # the model's recorded referral (escaped)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no system Chromium at {CHROMIUM} "
@@ -126,6 +127,12 @@ def _upload_and_check(page, photo: Path) -> None:
     # the overlay is a decoded image in the page, not a broken one
     assert page.eval_on_selector("#overlay", "img => img.complete && img.naturalWidth") == 40
     assert page.locator("#overlay").is_visible() and page.locator("#photo").is_visible()
+    # the referral advice, right under the "not for diagnosis" notice, as the API decided it
+    _, answer = post_file(page.url.rstrip("/"), photo.name, photo.read_bytes())
+    advice = page.locator("#referral")
+    assert advice.is_visible() and page.eval_on_selector("#notice", "n => n.nextElementSibling.id") == "referral"
+    expected = "have this lesion checked by a clinician" if answer["refer"] else "below this model's referral threshold"
+    assert expected in advice.inner_text() and f"{100 * answer['refer_probability']:.1f}%" in advice.inner_text()
 
 
 def test_serve_command_line_defaults_to_loopback_and_checks_the_port(capsys):
