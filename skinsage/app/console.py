@@ -100,6 +100,10 @@ def info_text(info: dict) -> str:
              f"input size:   {info['image_size']}x{info['image_size']} px RGB",
              f"trained on:   {info['dataset']}",
              f"inference:    TTA {info['tta']}, temperature {info['temperature']:.3f}",
+             "referral:     " + (f"P({' + '.join(info['referral']['classes'])}) >= "
+                                 f"{info['referral']['threshold']:.4f} (target sensitivity "
+                                 f"{info['referral'].get('target_sensitivity')}, chosen on validation)"
+                                 if info.get("referral") else "none recorded"),
              "inputs:       image" + "".join(f" + {field} (column {column})" for field, column
                                              in (info.get("clinical_inputs") or {}).items()),
              f"params hash:  {info['params_hash']}",

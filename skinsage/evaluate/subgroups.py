@@ -10,6 +10,8 @@ subgroup's most favourable plausible value fall short.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
@@ -77,8 +79,11 @@ def subgroup_table(labels: np.ndarray, probs: np.ndarray, class_names: list[str]
 def _group_figures(group: pd.DataFrame, referral: bool, bootstrap: int, seed: int,
                    overall: float | None) -> dict:
     labels, predicted = group["label"].to_numpy(), group["predicted"].to_numpy()
+    with warnings.catch_warnings():  # a class predicted but absent from a small group: mean recall
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")  # as documented
+        balanced = float(skm.balanced_accuracy_score(labels, predicted))
     figures = {"images": int(len(group)), "accuracy": float(skm.accuracy_score(labels, predicted)),
-               "balanced_accuracy": float(skm.balanced_accuracy_score(labels, predicted))}
+               "balanced_accuracy": balanced}
     if not referral:
         return figures
     positive, referred = group["positive"].to_numpy(), group["referred"].to_numpy()
