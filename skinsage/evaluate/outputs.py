@@ -127,6 +127,8 @@ def json_safe(value):
     """NaN (an undefined metric) becomes null: JSON has no NaN and DVC would not read it."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):  # e.g. the subgroup rows
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
