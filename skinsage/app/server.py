@@ -124,8 +124,8 @@ def _referral_text(clf: Classifier) -> str:
     if r is None:
         return "none recorded for this model (trained before referral existed): no referral advice"
     names = " + ".join(name.replace("_", " ") for name in r["classes"])
-    return (f"refer when P({names}) >= {r['threshold']:.3f}, the threshold chosen on validation "
-            f"images to refer {r['target_sensitivity']:.0%} of them")
+    return (f"refer when P({names}) >= {r['threshold']:.3f}, the threshold chosen to refer "
+            f"{r['target_sensitivity']:.0%} of the validation images of these classes")
 
 
 def _metrics_text(metrics: dict | None, source: str | None) -> str:
