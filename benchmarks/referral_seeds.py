@@ -38,7 +38,7 @@ def score(folder: Path, params, save: Path | None = None) -> dict:
     probs = {}
     for split in ("val", "test"):
         data = load_split(folder / "prepared", split)
-        probs[split] = (data.labels, predict_probabilities(model, data, 256, **settings, metadata=data.metadata))
+        probs[split] = (data.labels, predict_probabilities(model, data, 256, **settings, clinical=data.clinical))
     record = fit_referral(*probs["val"][::-1], classes, refer, params.train.referral.target_sensitivity)
     seed = (metadata.get("params") or {}).get("seed", 0)
     test = referral_metrics(*probs["test"], classes, record, bootstrap=1000, seed=seed)

@@ -17,8 +17,7 @@ from sklearn import metrics as skm
 from skinsage.app.cli import main
 from skinsage.evaluate.referral import referral_metrics, roc_rows
 from skinsage.evaluate.subgroups import subgroup_table
-from skinsage.model.referral import (ReferralError, decide, fit_referral, fit_threshold, refer_class_names,
-                                     refer_probability)
+from skinsage.model.referral import (ReferralError, decide, fit_referral, fit_threshold, refer_class_names)
 from skinsage.params import ParamsError, SubgroupParams, load_params
 from tiny_model import CLASSES, REFERRAL, ROOT, noise, save, save_tiny_model
 
@@ -312,8 +311,8 @@ def test_skinsage_evaluate_on_a_csv_with_clinical_columns(model_path, images, tm
     labels_csv = ham_csv(tmp_path / "HAM10000_metadata.csv", images)
     args = ["evaluate", "--model", str(model_path), "--data", str(labels_csv), "--images", str(images[0].parent),
             "--id", "image_id", "--label", "dx", "--classes", "bkl=benign keratosis",
-            "--classes", "nv=melanocytic nevi", "--classes", "mel=melanoma", "--clinical", "age=age",
-            "--clinical", "sex=sex", "--clinical", "site=localization", "--bootstrap", "50"]
+            "--classes", "nv=melanocytic nevi", "--classes", "mel=melanoma", "--clinical-column", "age=age",
+            "--clinical-column", "sex=sex", "--clinical-column", "site=localization", "--bootstrap", "50"]
     assert main([*args, "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
     metrics = document["metrics"]
@@ -334,7 +333,7 @@ def test_skinsage_evaluate_on_a_csv_with_clinical_columns(model_path, images, tm
 @pytest.mark.parametrize("extra, message", [
     (["--label", "diagnosis"], "--label: no column 'diagnosis' in"),
     (["--label", "dx"], "class labels the model does not know: bkl, mel, nv"),
-    (["--clinical", "height=age"], "--clinical: unknown key 'height'"),
+    (["--clinical-column", "height=age"], "--clinical-column: unknown key 'height'"),
 ])
 def test_skinsage_evaluate_csv_errors_name_the_option(model_path, images, tmp_path, capsys, extra, message):
     labels_csv = ham_csv(tmp_path / "labels.csv", images)

@@ -7,8 +7,7 @@ import io
 import json
 import unicodedata
 
-from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
-from ..evaluate.referral import LABELS as REFERRAL_LABELS
+from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, REFERRAL_LABELS, format_value
 from ..model.referral import NO_RECORD_NOTE
 from .classifier import Classifier, Prediction
 

@@ -57,15 +57,15 @@ def load_labelled(path: str | Path, classes: list[str], size: int, *, split: str
 
 # The csv source's messages name params.yaml keys; `skinsage evaluate` names its own options.
 CSV_OPTIONS = {"data.csv.path": "--data", "data.csv.images": "--images", "data.csv.id": "--id",
-               "data.csv.label": "--label", "data.csv.metadata": "--csv-metadata",
+               "data.csv.label": "--label", "data.csv.extra_csv": "--extra-csv",
                "data.csv.classes": "--classes", "data.csv.exclude": "--exclude",
-               "data.csv.clinical.": "--clinical ", "data.csv.clinical": "--clinical"}
+               "data.csv.clinical.": "--clinical-column ", "data.csv.clinical": "--clinical-column"}
 
 
 def _from_csv(c: CsvParams, classes: list[str], size: int, renames: dict[str, str], workers: int) -> LabelledData:
     """The csv source's rows (the same reader `prepare` uses: ids, labels, exclusions, renames,
     clinical columns), decoded at the model's size, labels matched to the model's classes."""
-    from ..data.sources import decode_listing
+    from ..data.sources.folder import decode_listing
     from ..data.sources.csv_table import list_csv_table
     from ..data.sources.table import CsvError
 
@@ -82,9 +82,9 @@ def _from_csv(c: CsvParams, classes: list[str], size: int, renames: dict[str, st
     labels = to_model[raw.labels["all"]] if len(raw.labels["all"]) else raw.labels["all"]
     if not len(labels):
         raise LabelledDataError(f"{c.path}: none of its images could be read ({len(raw.skipped)} skipped)")
-    metadata = raw.metadata.get("all") or None
-    fields = f", clinical {', '.join(metadata)}" if metadata else ""
-    return LabelledData(Split(raw.images["all"], labels, metadata=metadata),
+    clinical = raw.clinical.get("all") or None
+    fields = f", clinical {', '.join(clinical)}" if clinical else ""
+    return LabelledData(Split(raw.images["all"], labels, clinical=clinical),
                         f"CSV {c.path} with images in {c.images} ({len(raw.class_names)} labels{fields})",
                         raw.skipped)
 
@@ -157,5 +157,5 @@ def _from_prepared(path: Path, classes: list[str], size: int, split: str) -> Lab
     data = load_split(path, split).in_memory()
     if not len(data.labels):
         raise LabelledDataError(f"{path}: its {split} split is empty")
-    return LabelledData(Split(resize_array(data.images, size), data.labels, metadata=data.metadata),
+    return LabelledData(Split(resize_array(data.images, size), data.labels, clinical=data.clinical),
                         f"{path} ({split} split of {info.get('dataset', 'a prepared dataset')})")

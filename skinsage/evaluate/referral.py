@@ -16,12 +16,6 @@ from .metrics import percentile_intervals, stratified_resamples
 RATE_KEYS = ("sensitivity", "specificity", "ppv", "npv", "referral_rate")
 CI_KEYS = (*RATE_KEYS, "auc")
 MELANOMA_NAMES = ("melanoma", "mel")  # as DermaMNIST, HAM10000/ISIC codes and folders name it
-LABELS = {"sensitivity": "sensitivity (refer images referred)",
-          "specificity": "specificity (other images not referred)",
-          "ppv": "PPV (referred images that are refer images)",
-          "npv": "NPV (not referred images that are not)", "referral_rate": "referral rate (images referred)",
-          "auc": "ROC AUC of P(refer), refer classes vs the rest",
-          "melanoma_sensitivity": "melanoma sensitivity (melanomas referred)"}
 
 
 def rates(positive: np.ndarray, referred: np.ndarray) -> dict:

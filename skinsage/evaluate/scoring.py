@@ -24,12 +24,12 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
     1 it also has the calibration before it ("temperature", "ece_before_temperature",
     "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
-    split's metadata. `referral` (the model file's record) adds "referral" (referral.py) and the
-    headline "referral_sensitivity" / "referral_specificity"; `subgroups` adds "subgroups"
-    (subgroups.py) when the split has clinical metadata.
+    split's clinical data. `referral` (the model file's record) adds "referral" (referral.py) and
+    the headline "referral_sensitivity" / "referral_specificity"; `subgroups` adds "subgroups"
+    (subgroups.py) when the split has clinical data.
     """
-    # either store, batch by batch; a model with clinical inputs gets the split's metadata
-    probs = predict_probabilities(model, split, batch_size, tta, temperature, metadata=split.metadata)
+    # either store, batch by batch; a model with clinical inputs gets the split's clinical data
+    probs = predict_probabilities(model, split, batch_size, tta, temperature, clinical=split.clinical)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     if temperature != 1.0:
@@ -49,7 +49,7 @@ def _referral_figures(split: Split, probs, class_names, record, subgroups, boots
         figures = {"referral_sensitivity": r["sensitivity"], "referral_specificity": r["specificity"],
                    "referral": r}
     if subgroups is not None:
-        table = subgroup_table(split.labels, probs, class_names, split.metadata, record, subgroups,
+        table = subgroup_table(split.labels, probs, class_names, split.clinical, record, subgroups,
                                bootstrap=bootstrap, seed=seed,
                                overall_sensitivity=figures.get("referral_sensitivity"))
         if table is not None:

@@ -1,5 +1,5 @@
 """Does the model work as well for every patient group? Per age band, sex and anatomical site (when
-the data has clinical metadata): count, accuracy, balanced accuracy and the referral sensitivity
+the data has clinical data): count, accuracy, balanced accuracy and the referral sensitivity
 and specificity with bootstrap 95% intervals.
 
 A subgroup is flagged when its referral sensitivity is clearly below the whole split's: the upper
@@ -35,25 +35,25 @@ def age_band_labels(edges: tuple[int, ...]) -> list[str]:
     return [f"<{edges[0]}", *inner, f">={edges[-1]}"]
 
 
-def group_columns(metadata: dict[str, np.ndarray], edges: tuple[int, ...]) -> pd.DataFrame:
+def group_columns(clinical: dict[str, np.ndarray], edges: tuple[int, ...]) -> pd.DataFrame:
     """One column per clinical field present: the age band (or "unknown"), sex, site."""
-    frame = pd.DataFrame(index=pd.RangeIndex(len(next(iter(metadata.values())))))
-    if "age" in metadata:
-        bands = pd.cut(pd.Series(metadata["age"], dtype="float64"), bins=[-np.inf, *edges, np.inf],
+    frame = pd.DataFrame(index=pd.RangeIndex(len(next(iter(clinical.values())))))
+    if "age" in clinical:
+        bands = pd.cut(pd.Series(clinical["age"], dtype="float64"), bins=[-np.inf, *edges, np.inf],
                        right=False, labels=age_band_labels(edges))
         frame["age"] = bands.astype(object).where(bands.notna(), UNKNOWN)
     for field in ("sex", "site"):
-        if field in metadata:
-            frame[field] = pd.Series(metadata[field], dtype=str).str.lower().replace("", UNKNOWN)
+        if field in clinical:
+            frame[field] = pd.Series(clinical[field], dtype=str).str.lower().replace("", UNKNOWN)
     return frame
 
 
 def subgroup_table(labels: np.ndarray, probs: np.ndarray, class_names: list[str],
-                   metadata: dict[str, np.ndarray] | None, record: dict | None, params: SubgroupParams, *,
+                   clinical: dict[str, np.ndarray] | None, record: dict | None, params: SubgroupParams, *,
                    bootstrap: int = 0, seed: int = 0, overall_sensitivity: float | None = None) -> dict | None:
     """{"rule", "min_images", "rows": [one per subgroup], "left_out": [subgroups below min_images]};
-    None without clinical metadata."""
-    present = {field: values for field, values in (metadata or {}).items() if field in FIELDS}
+    None without clinical data."""
+    present = {field: values for field, values in (clinical or {}).items() if field in FIELDS}
     if not present or not len(labels):
         return None
     frame = group_columns(present, params.age_bands)

@@ -33,7 +33,7 @@ def fit_operating_point(model, params: Params, data, classes: list[str] | None, 
     if classes is None:
         return None
     val = data.splits["val"]
-    probs = predict_probabilities(model, val, params.evaluate.batch_size, **settings, metadata=val.metadata)
+    probs = predict_probabilities(model, val, params.evaluate.batch_size, **settings, clinical=val.clinical)
     record = fit_referral(probs, val.labels, data.class_names, classes, params.train.referral.target_sensitivity)
     log.info(f"referral: refer {', '.join(classes)} when their summed probability >= {record['threshold']:.4f} "
              f"(validation: sensitivity {record['val_sensitivity']:.3f} for a target of "
