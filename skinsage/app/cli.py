@@ -315,7 +315,14 @@ def _csv_description(args, clf):
     try:  # the checks params.yaml's data.csv gets, named by this command's options
         return csv_params_from_dict(raw, where="--csv")
     except ParamsError as err:
-        raise LabelledDataError(str(err).replace("--csv.", "--").replace("data.csv.", "--")) from None
+        message = str(err)
+        for key, option in CSV_PARAM_OPTIONS:
+            message = message.replace(key, option)
+        raise LabelledDataError(message) from None
+
+
+# params.py's messages about the description, named by this command's options
+CSV_PARAM_OPTIONS = (("--csv.clinical", "--clinical-column"), ("--csv.extra_csv", "--extra-csv"), ("--csv.", "--"))
 
 
 def _pairs(values: list[str], option: str, form: str) -> dict[str, str]:
