@@ -479,7 +479,8 @@ def test_csv_cells_cannot_be_formulas():
 def test_control_characters_in_file_names_are_escaped_in_the_table(tmp_path, capsys, model_path, clf):
     odd = photo(tmp_path / "a\x1b[2Jb\nc.jpg")
     table = predictions_table(clf, [clf.predict(odd)])
-    assert "\x1b" not in table and "a\\x1b[2Jb\\nc.jpg" in table and len(table.splitlines()) == 3
+    # model line, header, the row, the referral rule
+    assert "\x1b" not in table and "a\\x1b[2Jb\\nc.jpg" in table and len(table.splitlines()) == 4
     code, out, err = run(capsys, "predict", "--model", model_path, odd, tmp_path / "gone\x07.jpg",
                          "--format", "table")
     assert code == 0 and "\x1b" not in out and "\x07" not in err and "gone\\x07.jpg" in err

@@ -43,7 +43,7 @@ def referral_line(clf: Classifier) -> str:
     r = clf.referral
     if r is None:
         return f"referral: none ({NO_RECORD_NOTE})"
-    return (f"referral: refer when P({' + '.join(r['classes'])}) >= {r['threshold']:.4f} (chosen on "
+    return (f"referral: refer when P({printable(' + '.join(r['classes']))}) >= {r['threshold']:.4f} (chosen on "
             f"validation for sensitivity {r['target_sensitivity']:g}); not a diagnosis")
 
 
@@ -153,7 +153,8 @@ def referral_text(r: dict, indent: str = "") -> str:
                 f"  95% CI {format_value(ci[key]['low'], DIGITS)}-{format_value(ci[key]['high'], DIGITS)}"
                 if key in ci else "")]
             for key, label in REFERRAL_LABELS.items() if key in r]
-    return (f"{indent}referral at P({' + '.join(r['classes'])}) >= {r['threshold']:.4f}: {r['images']} images, "
+    names = printable(" + ".join(r["classes"]))
+    return (f"{indent}referral at P({names}) >= {r['threshold']:.4f}: {r['images']} images, "
             f"{r['refer_images']} of a refer class\n" + _columns(rows))
 
 
