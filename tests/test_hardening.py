@@ -566,3 +566,87 @@ def test_failed_folder_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
             (staging / "train.npz").write_text("new")
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["prepared"] and (target / "train.npz").read_text() == "old"
+
+
+# === Issue #27, "Hardening, round three" ========================================================
+
+# --- 27.1 a model file cannot act: SavedModel folders are refused for inference -----------------
+
+def crafted_saved_model(folder: Path, marker: Path, clf) -> Path:
+    """A SavedModel with a sidecar that passes every metadata check, whose graph reads
+    /etc/hostname and writes `marker`.load when the folder is loaded (a resource initialiser) and
+    `marker`.serve when it predicts."""
+    import tensorflow as tf
+
+    class Initialiser(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[])
+
+        def _initialize(self):
+            tf.io.write_file(f"{marker}.load", tf.io.read_file("/etc/hostname"))
+            return tf.raw_ops.AssignVariableOp(resource=self.resource_handle, value=1.0)
+
+    class Hostile(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.resource = Initialiser()
+
+        @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.uint8, name="image")])
+        def serve(self, images):
+            tf.io.write_file(f"{marker}.serve", tf.io.read_file("/etc/hostname"))
+            return tf.ones((tf.shape(images)[0], len(CLASSES))) / len(CLASSES)
+
+    module = Hostile()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    from skinsage.export.convert import EXPORT_FORMAT, sidecar_path
+    sidecar_path(folder).write_text(json.dumps({**clf.metadata, "export": {
+        "format": EXPORT_FORMAT, "target": "saved_model", "tta_in_graph": "none"}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hostile_saved_model(tmp_path_factory, clf):
+    root = tmp_path_factory.mktemp("hostile")
+    return crafted_saved_model(root / "model_savedmodel", root / "acted", clf), root / "acted"
+
+
+def written_by(marker: Path) -> list[str]:
+    return sorted(p.name for p in marker.parent.glob(marker.name + ".*"))
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "info", "serve", "explain"])
+def test_a_crafted_saved_model_writes_nothing_and_is_refused_by_every_command(
+        tmp_path, capsys, hostile_saved_model, command):
+    folder, marker = hostile_saved_model
+    image = photo(tmp_path / "a.jpg")
+    argv = {"predict": ["predict", "--model", folder, image],
+            "evaluate": ["evaluate", "--model", folder, "--data", tmp_path],
+            "info": ["info", "--model", folder],
+            "serve": ["serve", "--model", folder, "--port", "0"],
+            "explain": ["explain", "--model", folder, image, "--out", tmp_path / "maps"]}[command]
+    code, out, err = run(capsys, *argv)
+    assert written_by(marker) == [], "the model file's graph ran"
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"error: {folder}: a TF SavedModel folder") and "use the .keras model" in err, err
+
+
+def test_classifier_load_refuses_a_crafted_saved_model_without_running_it(hostile_saved_model):
+    folder, marker = hostile_saved_model
+    with pytest.raises(ModelFileError, match="a TF SavedModel folder"):
+        Classifier.load(folder)
+    assert written_by(marker) == []
+
+
+def test_the_saved_model_export_is_still_written_and_checked(tmp_path, clf):
+    from skinsage.export.convert import export_model
+    result = export_model(clf.model, clf.metadata, tmp_path / "model_savedmodel", "saved_model")
+    assert (result.path / "saved_model.pb").is_file() and result.verification["max_abs_diff"] < 1e-3
+
+
+def test_static_only_the_export_check_loads_a_saved_model():
+    """tf.saved_model.load runs the graph it loads: only on the folder `export` has just written."""
+    import ast
+    loads = [str(path.relative_to(ROOT)) for path in sorted(ROOT.glob("skinsage/**/*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("saved_model.load")]
+    assert loads == ["skinsage/export/convert.py"], loads

@@ -21,7 +21,8 @@ EXPORTED_SUFFIXES = {suffix: fmt for fmt, suffix in SUFFIXES.items() if suffix}
 
 
 def exported_format(path: str | Path) -> str | None:
-    """"litert", "onnx" or "saved_model" when `path` is an exported model, else None (.keras)."""
+    """"litert", "onnx" or "saved_model" when `path` is an exported model, else None (.keras).
+    "saved_model" is recognised only to be refused."""
     path = Path(path)
     if path.suffix.lower() in EXPORTED_SUFFIXES:
         return EXPORTED_SUFFIXES[path.suffix.lower()]
@@ -30,8 +31,19 @@ def exported_format(path: str | Path) -> str | None:
     return None
 
 
+def refuse_saved_model(path: str | Path) -> None:
+    """SavedModel folders are an export target only: loading one runs its graph (resource
+    initialisers at load, any op at predict), which may read or write files or open sockets."""
+    if exported_format(path) == "saved_model":
+        raise ModelFileError(f"{path}: a TF SavedModel folder; SkinSage does not load SavedModels "
+                             "(loading one runs the graph it carries, which can read and write files). "
+                             "Serve it with TensorFlow Serving if you trust it; here use the .keras model, "
+                             "or export to --format litert or onnx")
+
+
 def read_sidecar(path: str | Path) -> dict:
-    """The metadata exported beside `path` (checked like a .keras file's)."""
+    """The metadata exported beside `path` (checked like a .keras file's); SavedModels refused."""
+    refuse_saved_model(path)
     side = sidecar_path(path)
     if not Path(path).exists():
         raise ModelFileError(f"{path}: no such model file")
@@ -66,7 +78,10 @@ def load_exported(path: str | Path):
 
 
 def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none", temperature_in_graph: bool = False):
-    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner, "saved_model": SavedModelRunner}
+    """A runner for a .tflite or .onnx file (a SavedModel is never loaded from a user's path:
+    `refuse_saved_model`)."""
+    refuse_saved_model(path)
+    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner}
     try:
         runner = runners[fmt](path)
     except ImportError as err:
@@ -134,19 +149,3 @@ class OnnxRunner:
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._name: _uint8(images)})[0]
-
-
-class SavedModelRunner:
-    """A SavedModel folder's `serve` signature in TensorFlow."""
-
-    def __init__(self, path: str | Path):
-        import tensorflow as tf
-
-        self._loaded = tf.saved_model.load(str(path))  # owns the variables: keep it alive
-        concrete = self._loaded.serve.get_concrete_function()
-        (spec,) = self._loaded.serve.input_signature
-        self.input_shape = _shape(spec.shape)
-        self.output_shape = _shape(concrete.structured_outputs.shape)
-
-    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._loaded.serve(_uint8(images)).numpy()
