@@ -124,10 +124,10 @@ def test_eps_named_jpg_is_skipped_by_skinsage_predict(tmp_path, fake_ghostscript
 def flaky_loader(monkeypatch, bad_name: str):
     real = classifier_module.load_image
 
-    def load(source, size):
+    def load(source, size, *bounds):
         if Path(str(source)).name == bad_name:
             raise RuntimeError("decoder crashed")
-        return real(source, size)
+        return real(source, size, *bounds)
     monkeypatch.setattr(classifier_module, "load_image", load)
 
 

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME", help=(
+        "a host name clients may use besides localhost and --host (repeatable); requests naming "
+        "any other Host are refused"))
     serve.set_defaults(run=run_serve)
     return parser
 
@@ -138,7 +141,7 @@ def run_serve(args) -> int:
         import fastapi, python_multipart, uvicorn  # noqa: E401, F401  all three serve uploads
     except ImportError as err:
         raise SkinSageError(f"`skinsage serve` needs {err.name}: pip install -r requirements.txt") from None
-    serve(args.model, args.host, args.port)
+    serve(args.model, args.host, args.port, tuple(args.allow_host))
     return 0
 
 
