@@ -650,3 +650,82 @@ def test_static_only_the_export_check_loads_a_saved_model():
              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
              if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("saved_model.load")]
     assert loads == ["skinsage/export/convert.py"], loads
+
+
+# --- 27.3 clinical inputs: the rules prepare applies, at prediction time; never a NaN probability -
+
+CLINICAL_ENCODING = {"age": {"mean": 50.0, "std": 15.0}, "sex": {"vocabulary": ["female", "male"]},
+                     "site": {"vocabulary": ["back", "face", "leg"]}}
+
+
+@pytest.fixture(scope="module")
+def clinical_model(tmp_path_factory, clf) -> Path:
+    """An untrained tiny CNN taking age, sex and site, saved with the record `train` writes."""
+    import keras
+
+    from skinsage.model.architectures import build_cnn
+    from tiny_model import tiny_params
+
+    keras.utils.set_random_seed(0)
+    model = build_cnn(len(CLASSES), tiny_params().model_params, CLINICAL_ENCODING)
+    path = tmp_path_factory.mktemp("clinical") / "model.keras"
+    save_model(model, path, {**clf.metadata, "clinical": {
+        "inputs": ["age", "sex", "site"], "columns": {"age": "age", "sex": "sex", "site": "localization"},
+        "encoding": CLINICAL_ENCODING}})
+    return path
+
+
+@pytest.mark.parametrize("age", ["1e39", "inf", "-inf", "-5", "1000", "130.5", "45 years"])
+def test_an_age_prepare_refuses_is_refused_by_predict(tmp_path, capsys, clinical_model, age):
+    image = photo(tmp_path / "a.jpg")
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
+                         f"--age={age}", "--sex", "male", "--site", "back", image)
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"error: --age {age}: ") and ("0-130" in err or "not a number" in err), err
+
+
+def test_an_age_prepare_refuses_is_refused_in_a_clinical_csv(tmp_path, capsys, clinical_model):
+    image = photo(tmp_path / "a.jpg")
+    (tmp_path / "clinical.csv").write_text("image,age,sex,localization\na.jpg,1e39,male,back\n")
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
+                         "--metadata", tmp_path / "clinical.csv", image)
+    assert code == 1 and out == "", err
+    assert "row 2" in err and "1e39" in err and "0-130" in err, err
+
+
+def test_prepare_and_predict_share_one_age_rule():
+    from skinsage.clinical_rules import ClinicalValueError, age_value
+    from skinsage.data.sources import csv_table
+    from skinsage.model import clinical
+
+    assert csv_table.age_value is age_value and clinical.age_value is age_value
+    assert age_value("") != age_value("")  # NaN: unknown
+    assert age_value(" 45 ") == 45.0 and age_value(0) == 0.0 and age_value("130") == 130.0
+    for bad in ("1e39", "inf", "-1", "131", "old", True):
+        with pytest.raises(ClinicalValueError, match="0-130|not a number"):
+            age_value(bad)
+
+
+def test_predict_accepts_an_in_range_age_and_unknowns(tmp_path, capsys, clinical_model):
+    image = photo(tmp_path / "a.jpg")
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
+                         "--age", "130", "--sex", "unknown", "--site", "", image)
+    probabilities = json.loads(out)["predictions"][0]["probabilities"]
+    assert code == 0 and abs(sum(probabilities.values()) - 1) < 1e-6, err
+
+
+def test_no_probability_is_ever_nan(monkeypatch, clf):
+    """The one inference path raises rather than returning a NaN (whatever the cause)."""
+    from skinsage.model import inference
+
+    class Broken:
+        output_shape = (None, 3)
+        input_shape = (None, SIZE, SIZE, 3)
+
+        def predict_on_batch(self, batch):
+            out = np.full((len(batch), 3), 1 / 3)
+            out[-1] = np.nan
+            return out
+
+    with pytest.raises(inference.NonFiniteOutputError, match="image 2 of 2"):
+        inference.predict_probabilities(Broken(), np.zeros((2, SIZE, SIZE, 3), np.uint8), 8)

@@ -181,7 +181,7 @@ def _clinical_metadata(args, clf, n_files: int):
     a single image), or None. Refused when the model needs it and it is missing; ignored (with a
     warning) for an image-only model."""
     from .classifier import PredictError
-    from .clinical_input import missing_metadata_message
+    from .clinical_input import checked_value, missing_metadata_message
 
     flags = {name: getattr(args, name) for name in ("age", "sex", "site") if getattr(args, name) is not None}
     if args.metadata and flags:
@@ -202,7 +202,7 @@ def _clinical_metadata(args, clf, n_files: int):
     if missing:
         raise PredictError(f"{args.model} takes {', '.join(clf.clinical_inputs)}: also pass "
                            + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
-    return flags
+    return {name: checked_value(name, value, f"--{name} {value}") for name, value in flags.items()}
 
 
 def run_explain(args) -> int:

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SkinSageError
 from ..log import progress
 from .clinical import IMAGE_INPUT, check_metadata_given, clinical_fields, column
 from .temperature import apply_temperature
 
 TTA_CHOICES = ("none", "flips")
+
+
+class NonFiniteOutputError(SkinSageError, ValueError):
+    """The model gave a NaN or infinite probability: never passed on as an answer."""
 
 
 def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
@@ -63,8 +68,15 @@ def predict_probabilities(model, images, batch_size: int, tta: str = "none",
     `metadata` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    return apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, metadata)),
-                             temperature)
+    probs = apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, metadata)),
+                              temperature)
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if len(bad):
+        raise NonFiniteOutputError(
+            f"the model gave non-finite probabilities (NaN or infinity) for {len(bad)} of {len(probs)} "
+            f"image(s), first image {bad[0] + 1} of {len(probs)}; its weights or inputs are broken, so "
+            "no answer is given")
+    return probs
 
 
 def average_views(variants: np.ndarray) -> np.ndarray:
