@@ -729,3 +729,71 @@ def test_no_probability_is_ever_nan(monkeypatch, clf):
 
     with pytest.raises(inference.NonFiniteOutputError, match="image 2 of 2"):
         inference.predict_probabilities(Broken(), np.zeros((2, SIZE, SIZE, 3), np.uint8), 8)
+
+
+# --- 27.4 sizes that grow without bound: a CSV cell, the class count, a class name --------------
+
+def csv_dataset(tmp_path: Path, rows: list[list[str]], header=("image_id", "dx", "age", "sex", "site")) -> Path:
+    from test_csv_source import png, write_csv
+
+    for row in rows:
+        png(tmp_path / "images" / f"{row[0]}.png", abs(hash(row[0])) % 1000)
+    return write_csv(tmp_path / "meta.csv", list(header), rows)
+
+
+def csv_params(tmp_path: Path, csv_path: Path, clinical: bool = True, **overrides):
+    values = {"data.source": "csv", "data.csv.path": str(csv_path), "data.csv.images": str(tmp_path / "images"),
+              "data.csv.id": "image_id", "data.csv.label": "dx", "model": "cnn", "models.cnn.image_size": SIZE,
+              "data.workers": 1, **overrides}
+    if clinical:
+        values["data.csv.clinical"] = {"age": "age", "sex": "sex", "site": "site"}
+    return load_params(ROOT / "params.yaml", overrides=values)
+
+
+def three_classes(n: int = 4) -> list[list[str]]:
+    return [[f"img_{c}_{i}", c, "40", "male", "back"] for c in ("a", "b", "c") for i in range(n)]
+
+
+def test_a_huge_clinical_cell_is_refused_with_the_bound(tmp_path):
+    rows = three_classes()
+    rows[5][4] = "x" * 130_000  # 130,000 characters: over the csv module's own limit too
+    rows[6][4] = "y" * 5_000
+    csv_path = csv_dataset(tmp_path, rows)
+    with pytest.raises(SkinSageError, match=r"at most 1,000 characters") as refused:
+        prepare(csv_params(tmp_path, csv_path), tmp_path / "prepared", tmp_path / "data.json")
+    assert "row 7" in str(refused.value) and "'site'" in str(refused.value)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_long_class_name_is_refused_with_the_bound(tmp_path):
+    rows = three_classes()
+    for row in rows[:4]:
+        row[1] = "m" * 101
+    with pytest.raises(SkinSageError, match=r"class name of 101 characters.*at most 100"):
+        prepare(csv_params(tmp_path, csv_dataset(tmp_path, rows), clinical=False),
+                tmp_path / "prepared", tmp_path / "data.json")
+
+
+def test_too_many_classes_are_refused_before_decoding(tmp_path, monkeypatch):
+    from skinsage.data import prepare as prepare_module
+
+    rows = [[f"img_{c}_{i}", f"class_{c}", "40", "male", "back"] for c in range(1001) for i in range(3)]
+    from test_csv_source import write_csv
+    csv_path = write_csv(tmp_path / "meta.csv", ["image_id", "dx", "age", "sex", "site"], rows)
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(prepare_module, "decode_listing", lambda *a: pytest.fail("decoded first"))
+    with pytest.raises(SkinSageError, match=r"1,001 classes; at most 1,000"):
+        prepare(csv_params(tmp_path, csv_path, clinical=False), tmp_path / "prepared", tmp_path / "data.json")
+
+
+def test_model_metadata_train_cannot_read_back_is_refused_when_saving(tmp_path, clf):
+    with pytest.raises(ModelFileError, match="more than the 1 MiB"):
+        save_model(clf.model, tmp_path / "m.keras", {**clf.metadata, "padding": "x" * (2 << 20)})
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_a_clinical_column_with_thousands_of_values_is_refused(tmp_path):
+    rows = [[f"img_{c}_{i}", c, "40", "male", f"site {c} {i}"] for c in ("a", "b", "c") for i in range(334)]
+    csv_path = csv_dataset(tmp_path, rows)
+    with pytest.raises(SkinSageError, match=r"1,002 different values; at most 1,000"):
+        prepare(csv_params(tmp_path, csv_path), tmp_path / "prepared", tmp_path / "data.json")

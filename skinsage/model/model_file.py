@@ -26,10 +26,16 @@ class ModelFileError(SkinSageError, ValueError):
 
 
 def save_model(model, path: str | Path, metadata: dict) -> None:
+    """Refused before writing when the metadata is more than `load_model` reads back."""
+    entry = json.dumps(metadata, indent=2).encode("utf-8")
+    if len(entry) > MAX_METADATA_BYTES:
+        raise ModelFileError(f"{path}: the model's metadata would be {len(entry) / 2**20:.1f} MiB, more "
+                             f"than the {MAX_METADATA_BYTES // 2**20} MiB a model file may carry (class "
+                             "names, clinical vocabularies and params all go in it); not saved")
     with atomic_path(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
+            archive.writestr(METADATA_ENTRY, entry)
 
 
 def read_metadata(path: str | Path) -> dict:

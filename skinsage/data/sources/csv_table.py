@@ -73,6 +73,9 @@ def group_of(entry: Entry) -> str:
 
 
 
+MAX_CATEGORIES = 1_000  # distinct sexes or sites: HAM10000 has 3 and 15
+
+
 def clinical_arrays(entries: list[Entry], csv_name: str) -> dict[str, np.ndarray]:
     """field -> (N,) array: age float64 (NaN when missing), sex and site lower-case strings
     ("unknown" when missing or empty)."""
@@ -86,6 +89,10 @@ def clinical_arrays(entries: list[Entry], csv_name: str) -> dict[str, np.ndarray
         else:
             arrays[field] = np.asarray([_category(cell, entry.row, csv_name, field)
                                         for cell, entry in zip(cells, entries)], dtype=str)
+            distinct = len(set(arrays[field].tolist()))
+            if distinct > MAX_CATEGORIES:  # each one is recorded in the model file's metadata
+                raise CsvError(f"{csv_name}: column of data.csv.clinical.{field} has {distinct:,} "
+                               f"different values; at most {MAX_CATEGORIES:,} (is it the right column?)")
     return arrays
 
 
