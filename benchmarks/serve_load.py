@@ -16,7 +16,6 @@ Every wait is bounded (--timeout); nothing leaves loopback.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil

@@ -797,3 +797,147 @@ def test_a_clinical_column_with_thousands_of_values_is_refused(tmp_path):
     csv_path = csv_dataset(tmp_path, rows)
     with pytest.raises(SkinSageError, match=r"1,002 different values; at most 1,000"):
         prepare(csv_params(tmp_path, csv_path), tmp_path / "prepared", tmp_path / "data.json")
+
+
+# --- 27.7 CSV files that used to end in a traceback ----------------------------------------------
+
+BAD_CSV = {
+    "not UTF-8": (b"image_id,dx\nimg_\xe9,a\n", "not UTF-8 text"),
+    "unbalanced quote": (b'image_id,dx\n"img_1,a\nimg_2,b\n', "unbalanced quote"),
+    "field over the csv limit": (b"image_id,dx\nimg_1," + b"a" * 140_000 + b"\n", "at most 1,000 characters"),
+    "NUL byte": (b"image_id,dx\nimg\x00_1,a\n", "NUL"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CSV)
+def test_a_broken_csv_is_one_error_line(tmp_path, case):
+    content, message = BAD_CSV[case]
+    (tmp_path / "meta.csv").write_bytes(content)
+    (tmp_path / "images").mkdir()
+    script = ("import sys; from skinsage.errors import run_reporting_errors; "
+              "from skinsage.data.sources.table import read_table; from pathlib import Path; "
+              f"run_reporting_errors(read_table, Path({str(tmp_path / 'meta.csv')!r}), 'data.csv.path')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("case", ["not UTF-8", "unbalanced quote"])
+def test_a_broken_clinical_csv_given_to_predict_is_one_error_line(tmp_path, capsys, clinical_model, case):
+    content, message = BAD_CSV[case]
+    (tmp_path / "clinical.csv").write_bytes(content.replace(b"image_id,dx", b"image,age,sex,localization"))
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--metadata", tmp_path / "clinical.csv",
+                         photo(tmp_path / "a.jpg"))
+    assert code == 1 and out == "" and message in err and err.startswith("error: "), err
+
+
+# --- 27.7 more tracebacks where an `error:` line is promised --------------------------------------
+
+def test_an_error_line_is_cut_to_a_sane_length(capsys, monkeypatch):
+    names = ", ".join(f"class_{i}" for i in range(10_000))  # ~110,000 characters
+
+    def fail(args):
+        raise SkinSageError(f"unknown classes: {names}")
+    monkeypatch.setattr(cli, "run_info", fail)
+    code, out, err = run(capsys, "info", "--model", "m.keras")
+    assert code == 1 and err.count("\n") == 1 and len(err) < 2_100, len(err)
+    assert err.startswith("error: unknown classes: class_0, class_1") and re.search(
+        r"\.\.\. \([\d,]+ more characters\)\n$", err), err[-80:]
+
+
+def exported_beside(path: Path, clf, target: str, content: bytes | None = None) -> Path:
+    from skinsage.export.convert import EXPORT_FORMAT, sidecar_path
+    if content is not None:
+        path.write_bytes(content)
+    sidecar_path(path).write_text(json.dumps({**clf.metadata, "export": {
+        "format": EXPORT_FORMAT, "target": target, "tta_in_graph": "none"}}))
+    return path
+
+
+def custom_op_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("Exfiltrate", ["image"], ["probabilities"], domain="com.example.evil")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, SIZE, SIZE, 3])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.example.evil", 1)]), str(path))
+    return path
+
+
+MODEL_FILES = {
+    "garbage .onnx": (lambda tmp, clf: exported_beside(tmp / "m.onnx", clf, "onnx", b"not a protobuf at all"),
+                      "cannot load it as a onnx model"),
+    "custom-op .onnx": (lambda tmp, clf: exported_beside(custom_op_onnx(tmp / "m.onnx"), clf, "onnx"),
+                        "cannot load it as a onnx model"),
+    "garbage .tflite": (lambda tmp, clf: exported_beside(tmp / "m.tflite", clf, "litert", b"TFL3" + b"\0" * 64),
+                        "cannot load it as a litert model"),
+    "nested sidecar": (lambda tmp, clf: _nested_sidecar(tmp / "m.onnx"), "nested too deeply"),
+    "nested .keras metadata": (lambda tmp, clf: model_with_metadata(tmp / "m.keras", clf, b"[" * 200_000),
+                               "nested too deeply"),
+    "FIFO .tflite": (lambda tmp, clf: exported_beside(_fifo(tmp / "m.tflite"), clf, "litert"),
+                     "not a regular file"),
+    "FIFO .keras": (lambda tmp, clf: _fifo(tmp / "m.keras"), "not a regular file"),
+}
+
+
+def _nested_sidecar(path: Path) -> Path:
+    path.write_bytes(b"onnx")
+    Path(f"{path}.json").write_text("[" * 200_000)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("case", MODEL_FILES)
+def test_a_broken_model_file_is_one_error_line_and_never_hangs(tmp_path, capsys, clf, case):
+    make, message = MODEL_FILES[case]
+    path = make(tmp_path, clf)
+    for argv in (["predict", "--model", path, photo(tmp_path / "a.jpg")], ["info", "--model", path]):
+        if argv[0] == "info" and "sidecar" not in case and "metadata" not in case and "FIFO" not in case:
+            continue  # info reads the metadata only
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "" and "Traceback" not in err, (argv, err)
+        assert err.startswith(f"error: {path}") and message in err, (argv, err)
+
+
+@pytest.mark.parametrize("target", ["file", "/dev/null"])
+def test_explain_out_at_a_file_is_refused(tmp_path, capsys, model_path, target):
+    out = tmp_path / "taken.txt" if target == "file" else Path("/dev/null")
+    if target == "file":
+        out.write_text("keep me")
+    code, stdout, err = run(capsys, "explain", "--model", model_path, photo(tmp_path / "a.jpg"), "--out", out)
+    assert code == 1 and "Traceback" not in err and err.startswith(f"error: --out {out}: "), err
+    assert "not a folder" in err
+    if target == "file":
+        assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("fmt, name", [("saved_model", "taken.txt"), ("onnx", "folder.onnx")])
+def test_export_out_at_something_else_is_refused(tmp_path, capsys, model_path, fmt, name):
+    out = tmp_path / name
+    out.mkdir() if name.endswith(".onnx") else out.write_text("keep me")
+    code, stdout, err = run(capsys, "export", "--model", model_path, "--format", fmt, "--out", out)
+    assert code == 1 and "Traceback" not in err and err.startswith(f"error: --out {out}: "), err
+    assert out.is_dir() if name.endswith(".onnx") else out.read_text() == "keep me"
+
+
+def test_a_fifo_as_the_download_file_or_npz_is_refused_without_blocking(tmp_path):
+    from skinsage.data.sources.medmnist import fetch
+    fifo = _fifo(tmp_path / "dermamnist.npz")
+    with pytest.raises(MedmnistError, match=r"not a regular file \(a FIFO\)"):
+        fetch("http://127.0.0.1:9/never.npz", fifo, "0" * 32, timeout=1)
+    with pytest.raises(MedmnistError, match=r"not a regular file \(a FIFO\)"):
+        read_npz(fifo, 7)
+
+
+def test_groups_that_leave_no_validation_split_are_refused_by_prepare(tmp_path):
+    rows = [[f"img_{c}_{g}_{i}", c, f"lesion_{c}_{g}"] for c in ("a", "b", "c") for g in range(2) for i in range(2)]
+    csv_path = csv_dataset(tmp_path, rows, header=("image_id", "dx", "lesion"))
+    p = csv_params(tmp_path, csv_path, clinical=False, **{"data.csv.group": "lesion"})
+    with pytest.raises(SkinSageError, match=r"no images in val: 6 group\(s\) in all"):
+        prepare(p, tmp_path / "prepared", tmp_path / "data.json")

@@ -13,7 +13,7 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import SkinSageError
+from ..errors import SkinSageError, error_line
 from ..params import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 
 DEFAULT_MODEL = "models/model.keras"
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except SkinSageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -218,6 +218,7 @@ def run_explain(args) -> int:
     _report_skipped(found.problems)
     if not found.files:
         raise PredictError("no image files to explain")
+    _check_out_folder(args.out)
     clf = Classifier.load(args.model, tta=args.tta)
     out, records, skipped = Path(args.out), [], []
     out.mkdir(parents=True, exist_ok=True)
@@ -310,7 +311,10 @@ def run_export(args) -> int:
     from ..model.model_file import load_model
 
     check_request(args.format, args.quantize, args.out)  # before loading anything
-    _check_out(args.out)
+    if args.format == "saved_model":  # a folder: never put in place of a file
+        _check_out_folder(args.out)
+    else:
+        _check_out(args.out)
     model, metadata = load_model(args.model)
     check_image_only(metadata, args.model)
     calibration = args.calibration or ("data/prepared" if args.quantize == "int8" else None)
@@ -332,6 +336,14 @@ def _check_out(out: str | None) -> None:
     from ..fileio import writable_problem
 
     problem = out and writable_problem(out)
+    if problem:
+        raise OutputError(f"--out {out}: {problem}")
+
+
+def _check_out_folder(out: str) -> None:
+    from ..fileio import folder_problem
+
+    problem = folder_problem(out)
     if problem:
         raise OutputError(f"--out {out}: {problem}")
 

@@ -170,9 +170,18 @@ def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict |
 def _split_index(raw: RawDataset | Listing, params: Params) -> dict[str, np.ndarray]:
     split = params.data.split
     if raw.groups:
-        return grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
-                                        params.data.seed, raw.class_names)
-    return stratified_split(raw.labels["all"], split.val, split.test, params.data.seed, raw.class_names)
+        index = grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
+                                         params.data.seed, raw.class_names)
+    else:
+        index = stratified_split(raw.labels["all"], split.val, split.test, params.data.seed, raw.class_names)
+    empty = [name for name in SPLITS if len(index.get(name, ())) == 0]
+    if empty:  # train needs a validation split to stop on, evaluate a test split to score
+        groups = len(set(raw.groups["all"].tolist())) if raw.groups else None
+        raise PrepareError(f"the split leaves no images in {' and '.join(empty)}"
+                           + (f": {groups} group(s) in all (data.csv.group), and a group never spans "
+                              "two splits; add images from more groups (lesions, patients)"
+                              if groups is not None else "") + ", or raise data.split.val / data.split.test")
+    return index
 
 
 def _warn_crossing(groups: dict | None) -> None:

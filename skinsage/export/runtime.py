@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import not_regular
 from ..model.model_file import MAX_METADATA_BYTES, ModelFileError, check_metadata, check_network
 from .convert import EXPORT_FORMAT, SUFFIXES, sidecar_path
 
@@ -47,6 +48,11 @@ def read_sidecar(path: str | Path) -> dict:
     side = sidecar_path(path)
     if not Path(path).exists():
         raise ModelFileError(f"{path}: no such model file")
+    for file in (path, side):  # opening a FIFO would block forever
+        kind = not_regular(file)
+        if kind or Path(file).is_dir():
+            raise ModelFileError(f"{file}: not a regular file ({kind or 'a folder'}); give the file "
+                                 "`skinsage export` wrote")
     if not side.is_file():
         raise ModelFileError(f"{path}: no {side.name} beside it (class names, input size); "
                              "export the model with `skinsage export`, which writes both")
@@ -57,6 +63,8 @@ def read_sidecar(path: str | Path) -> dict:
         metadata = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{side}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{side}: JSON nested too deeply; not a file `skinsage export` wrote") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("export"), dict) \
             or metadata["export"].get("format") != EXPORT_FORMAT:
         raise ModelFileError(f"{side}: not SkinSage export metadata (expected format {EXPORT_FORMAT})")
@@ -87,8 +95,9 @@ def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none", temperat
     except ImportError as err:
         raise ModelFileError(f"{path}: running {fmt} files needs {err.name}; install it with "
                              "`pip install skinsage[export]`") from None
-    except (ValueError, RuntimeError, OSError) as err:
-        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({str(err).strip()[:300]})") from None
+    except Exception as err:  # noqa: BLE001  ONNX Runtime's and LiteRT's errors share no base class
+        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({type(err).__name__}: "
+                             f"{str(err).strip()[:300]})") from None
     runner.tta_in_graph = tta_in_graph
     runner.temperature_in_graph = temperature_in_graph
     return runner

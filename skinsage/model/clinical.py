@@ -11,7 +11,6 @@ is "image".
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import SkinSageError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, not_regular
 from .inference import TTA_CHOICES
 
 METADATA_ENTRY = "skinsage.json"
@@ -44,6 +44,9 @@ def read_metadata(path: str | Path) -> dict:
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder, not a model file; give the .keras file "
                              f"(e.g. {path / 'model.keras'})")
+    kind = not_regular(path)
+    if kind:  # opening a FIFO would block forever
+        raise ModelFileError(f"{path}: not a regular file ({kind}); give the .keras file")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -56,6 +59,9 @@ def read_metadata(path: str | Path) -> dict:
         raise ModelFileError(f"{path}: not a Keras .keras model file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path}: its SkinSage metadata is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: its SkinSage metadata is JSON nested too deeply; the file is "
+                             "not one SkinSage wrote") from None
     if not isinstance(metadata, dict):
         raise ModelFileError(f"{path}: its SkinSage metadata is not a JSON object")
     return metadata
