@@ -941,3 +941,62 @@ def test_groups_that_leave_no_validation_split_are_refused_by_prepare(tmp_path):
     p = csv_params(tmp_path, csv_path, clinical=False, **{"data.csv.group": "lesion"})
     with pytest.raises(SkinSageError, match=r"no images in val: 6 group\(s\) in all"):
         prepare(p, tmp_path / "prepared", tmp_path / "data.json")
+
+
+# --- 27.6 / 27.7 the sharded store: its index must agree with its records; damage is an error ------
+
+@pytest.fixture
+def sharded(tmp_path, monkeypatch):
+    from skinsage import shards
+    from skinsage.prepared import PreparedData, Split, save_prepared
+    monkeypatch.setattr(shards, "SHARD_BYTES", 5 * SIZE * SIZE * 3)  # 5 images per shard
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (23, SIZE, SIZE, 3), dtype=np.uint8), np.arange(23) % 3)
+    save_prepared(tmp_path / "prepared", PreparedData(CLASSES, "generated", SIZE, {"test": split}), store="shards")
+    return tmp_path / "prepared"
+
+
+def _read_all(prepared: Path):
+    from skinsage.prepared import load_split
+    return sum(len(batch) for batch in load_split(prepared, "test").batches(8))
+
+
+def _relabel(prepared: Path) -> None:
+    fields = prepared / "test" / "fields.npz"
+    with np.load(fields) as npz:
+        labels = npz["labels"]
+    np.savez(fields, labels=np.roll(labels, 1))
+
+
+def _truncate(prepared: Path) -> None:
+    shard = sorted((prepared / "test").glob("*.tfrecord*"))[1]
+    shard.write_bytes(shard.read_bytes()[:-40])
+
+
+def _remove_shards(prepared: Path) -> None:
+    for shard in (prepared / "test").glob("*.tfrecord*"):
+        shard.unlink()
+
+
+def _corrupt_fields(prepared: Path) -> None:
+    (prepared / "test" / "fields.npz").write_bytes(b"PK\x03\x04 not a zip")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_relabel, "the labels in the shards disagree with fields.npz"),
+    (_truncate, "a shard is truncated or corrupt"),
+    (_remove_shards, "there is no shard file"),
+    (_corrupt_fields, "fields.npz: not readable"),
+])
+def test_a_damaged_shard_store_is_a_clear_error(sharded, damage, message):
+    from skinsage.prepared import StoreError
+    assert _read_all(sharded) == 23
+    damage(sharded)
+    with pytest.raises(StoreError, match=message):
+        _read_all(sharded)
+
+
+def test_skinsage_evaluate_on_relabelled_shards_is_an_error_not_a_wrong_accuracy(sharded, model_path, capsys):
+    _relabel(sharded)
+    code, out, err = run(capsys, "evaluate", "--model", model_path, "--data", sharded)
+    assert code == 1 and "disagree with fields.npz" in err and "Traceback" not in err, err
