@@ -161,6 +161,25 @@ def writable_problem(path: str | Path) -> str | None:
     return None
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED = re.compile(r"^'*[=+\-@\t\r]")
+
+
+def csv_text(value):
+    """A text cell a spreadsheet shows as text: a leading formula character gets a quote before
+    it (OWASP's advice), so a class or file named `=HYPERLINK(...)` cannot run when the CSV is
+    opened. Lossless with `from_csv_text` (a quote already before one gets another)."""
+    if isinstance(value, str) and _ESCAPED.match(value):
+        return "'" + value
+    return value
+
+
+def from_csv_text(text: str) -> str:
+    """The value `csv_text` escaped."""
+    return text[1:] if text.startswith("'") and _ESCAPED.match(text[1:]) else text
+
+
 def folder_problem(path: str | Path) -> str | None:
     """Why `path` cannot be an output folder (None if it can): something else is there (a file,
     /dev/null), or a file where one of its parents should be."""

@@ -1000,3 +1000,48 @@ def test_skinsage_evaluate_on_relabelled_shards_is_an_error_not_a_wrong_accuracy
     _relabel(sharded)
     code, out, err = run(capsys, "evaluate", "--model", model_path, "--data", sharded)
     assert code == 1 and "disagree with fields.npz" in err and "Traceback" not in err, err
+
+
+# --- 27.5 text from data is escaped where it is written -------------------------------------------
+
+HOSTILE_CLASSES = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "<script>alert(1)</script> | **b**",
+                   "'=quoted", "plain"]
+
+
+def test_class_names_cannot_be_formulas_in_the_evaluation_csvs_and_read_back_unchanged(tmp_path):
+    import csv as csv_module
+
+    from skinsage.evaluate.curves import read_rows, roc_rows, write_rows
+    from skinsage.evaluate.outputs import predictions_csv as stage_predictions_csv
+    from skinsage.evaluate.outputs import read_predictions
+    labels = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    probs = np.random.default_rng(0).dirichlet(np.ones(5), size=10)
+    (tmp_path / "predictions.csv").write_text(stage_predictions_csv(labels, probs, HOSTILE_CLASSES))
+    write_rows(tmp_path / "roc.csv", roc_rows(labels, probs, HOSTILE_CLASSES), ("class", "fpr", "tpr", "threshold"))
+    for name in ("predictions.csv", "roc.csv"):
+        with open(tmp_path / name, newline="") as f:
+            cells = [cell for row in csv_module.reader(f) for cell in row]
+        assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))], (name, cells[:12])
+    back = read_predictions(tmp_path / "predictions.csv")
+    assert [row["actual"] for row in back] == [HOSTILE_CLASSES[i] for i in labels]
+    assert list(back[0]["probabilities"]) == HOSTILE_CLASSES
+    assert sorted({row["class"] for row in read_rows(tmp_path / "roc.csv")}) == sorted(HOSTILE_CLASSES)
+
+
+def test_the_model_card_escapes_class_and_dataset_names():
+    from skinsage.report.model_card import model_card
+    params = synthetic_params()
+    classes = HOSTILE_CLASSES
+    per_split = {"total": 5, "per_class": {name: 1 for name in classes}}
+    card = model_card(params=params, labels={"classes": classes, "dataset": "<img src=x onerror=alert(1)>",
+                                             "image_size": SIZE, "source": "csv"},
+                      data={"splits": {"train": per_split, "val": per_split, "test": per_split}},
+                      train={}, evaluation={"num_images": 5}, per_class={name: {} for name in classes})
+    assert "<script>" not in card and "<img" not in card and "&lt;script&gt;" in card
+    header = None
+    for line in card.splitlines():
+        if line.startswith("| class |"):
+            header = line
+        elif "script" in line and line.startswith("|"):  # the name's pipe is escaped: no extra column
+            assert "\\|" in line
+            assert len(re.findall(r"(?<!\\)\|", line)) == header.count("|"), (header, line)

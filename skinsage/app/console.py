@@ -8,11 +8,10 @@ import json
 import unicodedata
 
 from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..fileio import csv_text
 from .classifier import Classifier, Prediction
 
 DIGITS = 4  # more than the model card's 3: people compare runs here
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Invisible characters that reorder what a terminal shows (bidirectional overrides and isolates).
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -40,14 +39,6 @@ def predictions_csv(predictions: list[Prediction]) -> str:
         writer.writerow([csv_text(p.source), p.image_size]
                         + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")])
     return buffer.getvalue()
-
-
-def csv_text(value: str | None) -> str | None:
-    """A text cell a spreadsheet shows as text: a leading formula character gets a quote before
-    it (OWASP's advice), so a file named `=HYPERLINK(...).jpg` cannot run when the CSV is opened."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def printable(text: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from ..fileio import write_text
+from ..fileio import csv_text, from_csv_text, write_text
 
 ROC_COLUMNS = ("class", "point", "fpr", "tpr", "threshold")
 PR_COLUMNS = ("class", "point", "recall", "precision", "threshold")
@@ -79,13 +79,14 @@ def write_rows(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> 
 def _cell(value):
     if isinstance(value, (float, np.floating)):
         return "" if math.isnan(value) else f"{float(value):.6g}"  # "inf" for ROC's first threshold
-    return value
+    return csv_text(value)  # a class name from the data stays text in a spreadsheet
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """Rows of a curve or calibration CSV with numeric cells as floats (empty -> NaN)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (v if k == "class" else float(v) if v != "" else math.nan) for k, v in row.items()}
+        return [{k: (from_csv_text(v) if k == "class" else float(v) if v != "" else math.nan)
+                 for k, v in row.items()}
                 for row in csv.DictReader(f)]
 
 

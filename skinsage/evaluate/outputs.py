@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_json, write_text
+from ..fileio import csv_text, from_csv_text, write_json, write_text
 from .curves import (CALIBRATION_COLUMNS, PR_COLUMNS, ROC_COLUMNS, calibration_bins,
                      precision_recall_rows, roc_rows, write_rows)
 from .metrics import ECE_BINS
@@ -67,10 +67,10 @@ def predictions_csv(labels: np.ndarray, probs: np.ndarray, class_names: list[str
     and the probability of every class (what `skinsage predict` gives for the same image)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["index", "actual", "predicted", "confidence",
-                     *[PROBABILITY_PREFIX + name for name in class_names]])
+    names = [csv_text(name) for name in class_names]  # a class named =HYPERLINK(...) stays text
+    writer.writerow(["index", "actual", "predicted", "confidence", *[PROBABILITY_PREFIX + n for n in names]])
     for i, (label, row) in enumerate(zip(labels, probs)):
-        writer.writerow([i, class_names[label], class_names[int(row.argmax())], f"{row.max():.6f}",
+        writer.writerow([i, names[label], names[int(row.argmax())], f"{row.max():.6f}",
                          *[f"{p:.9f}" for p in row]])
     return buffer.getvalue()
 
@@ -79,9 +79,9 @@ def read_predictions(path: str | Path) -> list[dict]:
     """predictions.csv rows; `probabilities` maps class name -> probability (empty for files
     written before the probabilities were added)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{"index": int(row["index"]), "actual": row["actual"], "predicted": row["predicted"],
-                 "confidence": float(row["confidence"]),
-                 "probabilities": {key.removeprefix(PROBABILITY_PREFIX): float(value)
+        return [{"index": int(row["index"]), "actual": from_csv_text(row["actual"]),
+                 "predicted": from_csv_text(row["predicted"]), "confidence": float(row["confidence"]),
+                 "probabilities": {from_csv_text(key.removeprefix(PROBABILITY_PREFIX)): float(value)
                                    for key, value in row.items() if key.startswith(PROBABILITY_PREFIX)}}
                 for row in csv.DictReader(f)]
 
