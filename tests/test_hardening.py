@@ -688,7 +688,7 @@ def test_an_age_prepare_refuses_is_refused_in_a_clinical_csv(tmp_path, capsys, c
     image = photo(tmp_path / "a.jpg")
     (tmp_path / "clinical.csv").write_text("image,age,sex,localization\na.jpg,1e39,male,back\n")
     code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
-                         "--metadata", tmp_path / "clinical.csv", image)
+                         "--clinical", tmp_path / "clinical.csv", image)
     assert code == 1 and out == "", err
     assert "row 2" in err and "1e39" in err and "0-130" in err, err
 
@@ -827,7 +827,7 @@ def test_a_broken_csv_is_one_error_line(tmp_path, case):
 def test_a_broken_clinical_csv_given_to_predict_is_one_error_line(tmp_path, capsys, clinical_model, case):
     content, message = BAD_CSV[case]
     (tmp_path / "clinical.csv").write_bytes(content.replace(b"image_id,dx", b"image,age,sex,localization"))
-    code, out, err = run(capsys, "predict", "--model", clinical_model, "--metadata", tmp_path / "clinical.csv",
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--clinical", tmp_path / "clinical.csv",
                          photo(tmp_path / "a.jpg"))
     assert code == 1 and out == "" and message in err and err.startswith("error: "), err
 
@@ -859,7 +859,8 @@ def custom_op_onnx(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
     node = helper.make_node("Exfiltrate", ["image"], ["probabilities"], domain="com.example.evil")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, SIZE, SIZE, 3])],
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, [None, SIZE, SIZE, 3])
+    graph = helper.make_graph([node], "g", [image],
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                       helper.make_opsetid("com.example.evil", 1)]), str(path))

@@ -7,7 +7,7 @@ import io
 import json
 import unicodedata
 
-from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, format_value
 from ..fileio import csv_text
 from .classifier import Classifier, Prediction
 

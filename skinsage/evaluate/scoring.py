@@ -20,10 +20,10 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
     1 it also has the calibration before it ("temperature", "ece_before_temperature",
     "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
-    split's metadata.
+    split's clinical data.
     """
-    # either store, batch by batch; a model with clinical inputs gets the split's metadata
-    probs = predict_probabilities(model, split, batch_size, tta, temperature, metadata=split.metadata)
+    # either store, batch by batch; a model with clinical inputs gets the split's clinical data
+    probs = predict_probabilities(model, split, batch_size, tta, temperature, clinical=split.clinical)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     if temperature != 1.0:

@@ -5,7 +5,7 @@ evaluate`) all call `predict_probabilities`: the metrics in metrics/eval.json ar
 model gets. Test-time augmentation (TTA) and the temperature are part of it: the mean over the
 test-time views first, then the temperature (temperature.py says why in that order). Both are
 recorded in the model file (`model_file.inference_settings`) and used by default. A model with
-clinical inputs gets each image's metadata beside it (the flips apply to the image only).
+clinical inputs gets each image's clinical data beside it (the flips apply to the image only).
 """
 
 from __future__ import annotations
@@ -14,10 +14,16 @@ import numpy as np
 
 from ..errors import SkinSageError
 from ..log import progress
-from .clinical import IMAGE_INPUT, check_metadata_given, clinical_fields, column
+from ..params import TTA_CHOICES
+from .clinical import IMAGE_INPUT, check_clinical_given, clinical_fields, column
 from .temperature import apply_temperature
 
-TTA_CHOICES = ("none", "flips")
+def check_tta(tta, error: type[Exception] = ValueError, what: str = "tta") -> str:
+    """The one TTA check (Classifier, the model file, the export graph, the views below): `tta`
+    when it is one of TTA_CHOICES (evaluate.tta's type in params), else `error` saying so."""
+    if tta not in TTA_CHOICES:
+        raise error(f"{what} must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    return tta
 
 
 class NonFiniteOutputError(SkinSageError, ValueError):
@@ -27,8 +33,7 @@ class NonFiniteOutputError(SkinSageError, ValueError):
 def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
     """The test-time variants of (N, H, W, C) images: the images alone, or with their horizontal,
     vertical and double flips (lesions have no canonical orientation)."""
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    check_tta(tta)
     variants = [images]
     if tta == "flips":
         variants += [images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]]
@@ -36,16 +41,15 @@ def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
 
 
 def variant_probabilities(model, images, batch_size: int, tta: str = "none",
-                          metadata: dict | None = None) -> np.ndarray:
+                          clinical: dict | None = None) -> np.ndarray:
     """(V, N, C) float64: each test-time variant's probabilities (V = 1 without TTA, 4 with flips).
     `images`: an (N, H, W, C) uint8 array, or a prepared `Split` of either store (read a batch at a
     time in its order, so a sharded split is never held whole): the same batches, the same numbers.
-    `metadata`: field -> (N,) values, for a model with clinical inputs (ignored by others)."""
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    `clinical`: field -> (N,) values, for a model with clinical inputs (ignored by others)."""
+    check_tta(tta)
     fields = clinical_fields(model)
-    check_metadata_given(fields, metadata, len(images))
-    columns = {name: column(name, metadata[name]) for name in fields}  # (N, 1) model inputs
+    check_clinical_given(fields, clinical, len(images))
+    columns = {name: column(name, clinical[name]) for name in fields}  # (N, 1) model inputs
     variants = 4 if tta == "flips" else 1
     per_batch, start = [], 0
     # a bar for whole splits (evaluate, the tau sweep); callers predicting a batch at a time
@@ -62,13 +66,13 @@ def variant_probabilities(model, images, batch_size: int, tta: str = "none",
 
 
 def predict_probabilities(model, images, batch_size: int, tta: str = "none",
-                          temperature: float = 1.0, metadata: dict | None = None) -> np.ndarray:
+                          temperature: float = 1.0, clinical: dict | None = None) -> np.ndarray:
     """(N, C) float64 probabilities of (N, size, size, 3) uint8 images (an array or a prepared
     `Split`), each row summing to 1: the mean over the TTA variants, then scaled by `temperature`.
-    `metadata` as in `variant_probabilities`."""
+    `clinical` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    probs = apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, metadata)),
+    probs = apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, clinical)),
                               temperature)
     bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
     if len(bad):

@@ -6,7 +6,7 @@ import html
 import re
 from dataclasses import asdict
 
-from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, format_value
 from ..params import Params
 
 FIGURES = (("training_curves.png", "Training curves (loss and accuracy per epoch)"),
