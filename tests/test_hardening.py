@@ -1012,12 +1012,11 @@ HOSTILE_CLASSES = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "<scr
 def test_class_names_cannot_be_formulas_in_the_evaluation_csvs_and_read_back_unchanged(tmp_path):
     import csv as csv_module
 
-    from skinsage.evaluate.curves import read_rows, roc_rows, write_rows
-    from skinsage.evaluate.outputs import predictions_csv as stage_predictions_csv
-    from skinsage.evaluate.outputs import read_predictions
+    from skinsage.contracts.evaluation import read_predictions, read_rows, write_predictions, write_rows
+    from skinsage.evaluate.curves import roc_rows
     labels = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
     probs = np.random.default_rng(0).dirichlet(np.ones(5), size=10)
-    (tmp_path / "predictions.csv").write_text(stage_predictions_csv(labels, probs, HOSTILE_CLASSES))
+    write_predictions(tmp_path / "predictions.csv", labels, probs, HOSTILE_CLASSES)
     write_rows(tmp_path / "roc.csv", roc_rows(labels, probs, HOSTILE_CLASSES), ("class", "fpr", "tpr", "threshold"))
     for name in ("predictions.csv", "roc.csv"):
         with open(tmp_path / name, newline="") as f:

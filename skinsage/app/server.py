@@ -107,7 +107,8 @@ def _host_names(host: str, extra: tuple[str, ...]) -> list[str]:
     names = [*LOOPBACK_NAMES, *extra]
     if host not in ("0.0.0.0", "::", ""):
         names.append(host)
-    return list(dict.fromkeys(names))
+    names += [f"[{name}]" for name in names if ":" in name]  # IPv6 as a Host header writes it
+    return list(dict.fromkeys(name.lower() for name in names))
 
 
 def _same_origin(origin: str, host: str) -> bool:
