@@ -643,6 +643,26 @@ def test_the_saved_model_export_is_still_written_and_checked(tmp_path, clf):
     assert (result.path / "saved_model.pb").is_file() and result.verification["max_abs_diff"] < 1e-3
 
 
+def test_a_tflite_carrying_tensorflow_file_ops_is_refused_without_running_them(tmp_path, capsys, clf):
+    """Select TF ops (Flex) could read and write files: neither LiteRT runtime links them."""
+    import tensorflow as tf
+
+    marker = tmp_path / "acted"
+
+    @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.uint8)])
+    def hostile(images):
+        tf.io.write_file(str(marker), tf.io.read_file("/etc/hostname"))
+        return tf.ones((tf.shape(images)[0], len(CLASSES))) / len(CLASSES)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([hostile.get_concrete_function()], hostile)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = exported_beside(tmp_path / "m.tflite", clf, "litert", converter.convert())
+    code, out, err = run(capsys, "predict", "--model", path, photo(tmp_path / "a.jpg"))
+    assert not marker.exists()
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"error: {path}: cannot load it as a litert model") and "Select TensorFlow op" in err, err
+
+
 def test_static_only_the_export_check_loads_a_saved_model():
     """tf.saved_model.load runs the graph it loads: only on the folder `export` has just written."""
     import ast

@@ -116,6 +116,9 @@ class LiteRTRunner:
         self._output = self._interpreter.get_output_details()[0]
         self.input_shape = _shape(self._input["shape_signature"])
         self.output_shape = _shape(self._output["shape_signature"])
+        # now, not at the first image: an op the runtime lacks (Select TF ops, custom ops) fails
+        # here, at load, and is never run
+        self._interpreter.allocate_tensors()
         self._batch_shape = None
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
