@@ -298,3 +298,17 @@ def test_serving_beyond_loopback_warns_loudly(model_path, monkeypatch, capsys, h
     assert cli.main(["serve", "--model", str(model_path), "--host", host]) == 0
     err = capsys.readouterr().err
     assert ("WARNING" in err and "no authentication" in err) == loud, err
+
+
+def test_a_client_too_slow_to_send_its_upload_is_cut_off(server, monkeypatch):
+    from skinsage.app import server as server_module
+    monkeypatch.setattr(server_module, "BODY_SECONDS", 1)
+    port = server.rsplit(":", 1)[1]
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="slow.png"\r\n\r\n' + b"\0" * 100
+    host, _ = server.removeprefix("http://").split(":")
+    start = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100000\r\n"
+                      "Content-Type: multipart/form-data; boundary=x\r\n\r\n").encode() + part)
+        answer = sock.recv(4096)  # and nothing more is sent
+    assert b" 408 " in answer.split(b"\r\n")[0] and time.monotonic() - start < 5, answer[:80]
