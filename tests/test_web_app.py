@@ -143,3 +143,179 @@ def test_serve_command_line_defaults_to_loopback_and_checks_the_port(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--port", "70000"])
     assert "must be a port number 0-65535, got 70000" in capsys.readouterr().err
+
+
+# --- issue #27: a web app that cannot be flooded ------------------------------------------------
+
+def flat_png(megapixels: float) -> bytes:
+    """A flat-colour RGB PNG of about `megapixels` MP, a few hundred bytes per MP."""
+    import struct
+    import zlib
+
+    side = int((megapixels * 1e6) ** 0.5)
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(b"\x00" + b"\x80\x40\x20" * side) for _ in range(side))
+    data += compressor.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def raw_request(url: str, head: str, body_blocks=(), timeout: float = 10) -> tuple[str, int]:
+    """Send `head` then `body_blocks` over a raw socket until the server answers; (status line or
+    "closed", body bytes the server's socket accepted)."""
+    host, port = url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.encode())
+        for block in body_blocks:
+            sock.settimeout(0.0)
+            try:
+                answer = sock.recv(4096)
+                return (answer.split(b"\r\n")[0].decode() if answer else "closed"), sent
+            except BlockingIOError:
+                pass
+            sock.settimeout(timeout)
+            try:
+                sock.sendall(block)
+            except OSError:
+                break
+            sent += len(block)
+        sock.settimeout(timeout)
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            answer = b""
+    return (answer.split(b"\r\n")[0].decode() if answer else "closed"), sent
+
+
+def test_a_declared_10_gb_body_is_refused_at_once_without_reading(server):
+    port = server.rsplit(":", 1)[1]
+    start = time.monotonic()
+    status, _ = raw_request(server, f"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                                    "Content-Type: multipart/form-data; boundary=x\r\n"
+                                    "Content-Length: 10000000000\r\n\r\n", timeout=5)
+    assert " 413 " in status and time.monotonic() - start < 5
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_streaming(server):
+    port = server.rsplit(":", 1)[1]
+    def framed(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    head = (f"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+    block = framed(b"\0" * (1 << 20))
+    status, sent = raw_request(server, head, [framed(part)] + [block] * 64)
+    # the server stops reading at the limit: only the kernel's loopback buffers take more
+    assert " 413 " in status and sent < 32 * len(block), (status, sent)
+
+
+def test_the_web_app_refuses_more_pixels_than_a_photo_needs(server):
+    from skinsage.app.server import WEB_MAX_PIXELS
+    assert WEB_MAX_PIXELS <= 40_000_000
+    png = flat_png(WEB_MAX_PIXELS / 1e6 + 2)
+    assert len(png) < SMALL_LIMIT
+    status, answer = post_file(server, "big.png", png)
+    assert status == 400 and f"at most {WEB_MAX_PIXELS / 1e6:.0f} megapixels" in answer["error"], answer
+
+
+def post_with(url: str, headers: dict, name: str = "a.png", data: bytes = b"not an image") -> int:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n"
+            ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/api/explain", data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_cross_origin_posts_and_unknown_hosts_are_refused(server):
+    port = server.rsplit(":", 1)[1]
+    assert post_with(server, {"Origin": "http://evil.example"}) == 403
+    assert post_with(server, {"Origin": "null"}) == 403
+    assert post_with(server, {"Origin": f"http://127.0.0.1:{port}"}) == 400  # reached the endpoint
+    assert post_with(server, {}) == 400  # scripts send no Origin
+    assert post_with(server, {"Host": "evil.example"}) == 400
+    request = urllib.request.Request(server, headers={"Host": f"rebound.example:{port}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400
+
+
+def test_a_nul_in_the_file_name_is_a_400(server):
+    assert post_with(server, {}, name="photo.p\0ng") == 400
+
+
+@pytest.fixture
+def blocking_server(model_path, monkeypatch):
+    """A server whose explanations wait for `release`: 1 worker, 1 request waiting."""
+    import uvicorn
+
+    from skinsage.app import server as server_module
+    from skinsage.app.classifier import Classifier
+
+    release = threading.Event()
+    monkeypatch.setattr(server_module, "_explain_bytes",
+                        lambda clf, data, name, max_pixels: release.wait(30) and {"label": "x"})
+    app = server_module.create_app(Classifier.load(model_path), max_upload_bytes=SMALL_LIMIT,
+                                   workers=1, waiting=1)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", release
+    release.set()
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_requests_beyond_the_worker_pool_get_503_at_once(blocking_server, photo):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, release = blocking_server
+    data = photo.read_bytes()
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(post_file, url, photo.name, data) for _ in range(4)]
+        time.sleep(3)
+        early = [f.result() for f in futures if f.done()]
+        release.set()
+        statuses = sorted(f.result()[0] for f in futures)
+    assert statuses == [200, 200, 503, 503]
+    assert sorted(status for status, _ in early) == [503, 503]
+    assert all("busy" in answer["error"] for status, answer in early)
+
+
+@pytest.mark.parametrize("host, loud", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                        ("0.0.0.0", True), ("192.168.1.5", True)])
+def test_serving_beyond_loopback_warns_loudly(model_path, monkeypatch, capsys, host, loud):
+    import uvicorn
+
+    from skinsage.app import cli
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: None)
+    assert cli.main(["serve", "--model", str(model_path), "--host", host]) == 0
+    err = capsys.readouterr().err
+    assert ("WARNING" in err and "no authentication" in err) == loud, err
+
+
+def test_a_client_too_slow_to_send_its_upload_is_cut_off(server, monkeypatch):
+    from skinsage.app import server as server_module
+    monkeypatch.setattr(server_module, "BODY_SECONDS", 1)
+    port = server.rsplit(":", 1)[1]
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="slow.png"\r\n\r\n' + b"\0" * 100
+    host, _ = server.removeprefix("http://").split(":")
+    start = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100000\r\n"
+                      "Content-Type: multipart/form-data; boundary=x\r\n\r\n").encode() + part)
+        answer = sock.recv(4096)  # and nothing more is sent
+    assert b" 408 " in answer.split(b"\r\n")[0] and time.monotonic() - start < 5, answer[:80]

@@ -30,7 +30,7 @@ from ..model.inference import check_tta, predict_probabilities
 from ..model.model_file import (check_metadata, check_network, clinical_record, inference_settings,
                                 referral_settings)
 from ..model.referral import decide
-from .clinical_input import ClinicalTable, missing_clinical_message, resolve
+from .clinical_input import ClinicalTable, checked_value, missing_clinical_message, resolve
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 3
@@ -134,10 +134,11 @@ class Classifier:
     def kind(self) -> str:
         return str(self.metadata.get("model", "unknown"))
 
-    def input_array(self, source) -> np.ndarray:
-        """A path, Pillow image or uint8 array -> the model's (size, size, 3) uint8 input."""
+    def input_array(self, source, max_pixels: int | None = None) -> np.ndarray:
+        """A path, Pillow image or uint8 array -> the model's (size, size, 3) uint8 input.
+        `max_pixels`: refuse files with more (tighter than the decoder's own bound)."""
         if isinstance(source, (str, os.PathLike)):
-            return load_image(source, self.image_size)
+            return load_image(source, self.image_size, max_pixels)
         if isinstance(source, Image.Image):
             return load_image(source, self.image_size)
         if isinstance(source, np.ndarray):
@@ -162,22 +163,23 @@ class Classifier:
         return results[0] if single else results
 
     def explain(self, source, class_name: str | None = None, top_k: int = DEFAULT_TOP_K,
-                max_side: int | None = None) -> Explanation:
+                max_side: int | None = None, max_pixels: int | None = None) -> Explanation:
         """Grad-CAM of one image (path, Pillow image or uint8 array) for `class_name`, else for the
         predicted class; with the model's TTA, like its probabilities. `max_side` shrinks the
-        returned photo and overlay (not the model's input)."""
+        returned photo and overlay (not the model's input); `max_pixels` bounds what a file may
+        decode to."""
         from ..model.gradcam import overlay
 
         if class_name is not None and class_name not in self.classes:
             raise PredictError(f"unknown class {class_name!r}; the model's classes: "
                                f"{', '.join(self.classes)}")
-        array = self.input_array(source)
+        array = self.input_array(source, max_pixels)
         target = None if class_name is None else self.classes.index(class_name)
         result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
                                        temperature=self.temperature)
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
         prediction = self._result(result.probabilities[0], source_name, top_k)
-        photo = self._photo(source, max_side)
+        photo = self._photo(source, max_side, max_pixels)
         return Explanation(prediction=prediction, explained=self.classes[result.class_indices[0]],
                            heatmap=result.maps[0], layer=result.layer, photo=photo,
                            overlay=overlay(photo, result.maps[0]))
@@ -197,10 +199,10 @@ class Classifier:
         return self._grad_cam
 
     @staticmethod
-    def _photo(source, max_side: int | None) -> np.ndarray:
+    def _photo(source, max_side: int | None, max_pixels: int | None = None) -> np.ndarray:
         if isinstance(source, np.ndarray):
             source = _array_to_image(source)
-        return load_photo(source, max_side)
+        return load_photo(source, max_side, max_pixels)
 
     def _refuse_clinical(self, what: str) -> None:
         if self.clinical_inputs:
@@ -245,7 +247,8 @@ class Classifier:
         if missing:
             raise PredictError(f"{where} takes {', '.join(self.clinical_inputs)}: also pass "
                                + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
-        return values
+        # the rules prepare applied to the training data (age 0-130, finite), named by flag
+        return {name: checked_value(name, value, f"--{name} {value}") for name, value in values.items()}
 
     def require_clinical_data(self, split, source) -> None:
         """Labelled data for `skinsage evaluate` must carry the clinical inputs the model takes."""

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME", help=(
+        "a host name clients may use besides localhost and --host (repeatable); requests naming "
+        "any other Host are refused"))
     serve.set_defaults(run=run_serve)
     return parser
 
@@ -159,7 +162,7 @@ def run_serve(args) -> int:
         import fastapi, python_multipart, uvicorn  # noqa: E401, F401  all three serve uploads
     except ImportError as err:
         raise SkinSageError(f"`skinsage serve` needs {err.name}: pip install -r requirements.txt") from None
-    serve(args.model, args.host, args.port)
+    serve(args.model, args.host, args.port, tuple(args.allow_host))
     return 0
 
 
@@ -212,6 +215,7 @@ def run_explain(args) -> int:
     _report_skipped(found.problems)
     if not found.files:
         raise PredictError("no image files to explain")
+    _check_out_folder(args.out)
     clf = Classifier.load(args.model, tta=args.tta)
     out, records, skipped = Path(args.out), [], []
     out.mkdir(parents=True, exist_ok=True)
@@ -369,7 +373,10 @@ def run_export(args) -> int:
     from ..export.convert import check_request, export_files
 
     check_request(args.format, args.quantize, args.out)  # before loading anything
-    _check_out(args.out)
+    if args.format == "saved_model":  # a folder: never put in place of a file
+        _check_out_folder(args.out)
+    else:
+        _check_out(args.out)
     [result] = export_files(args.model, [(args.out, args.format, args.quantize)], args.calibration)
     check = result.verification
     print(f"wrote {result.path} and {result.sidecar}\n"
@@ -386,6 +393,14 @@ def _check_out(out: str | None) -> None:
     from ..fileio import writable_problem
 
     problem = out and writable_problem(out)
+    if problem:
+        raise OutputError(f"--out {out}: {problem}")
+
+
+def _check_out_folder(out: str) -> None:
+    from ..fileio import folder_problem
+
+    problem = folder_problem(out)
     if problem:
         raise OutputError(f"--out {out}: {problem}")
 

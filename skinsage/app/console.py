@@ -8,13 +8,12 @@ import json
 import unicodedata
 
 from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, REFERRAL_LABELS, format_value
+from ..fileio import csv_text
 from ..model.referral import NO_RECORD_NOTE
 from .classifier import Classifier, Prediction
 
 REFER_WORDS = {True: "yes", False: "no", None: "no advice"}  # None: out of distribution
 DIGITS = 4  # more than the model card's 3: people compare runs here
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Invisible characters that reorder what a terminal shows (bidirectional overrides and isolates).
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -67,14 +66,6 @@ def predictions_csv(predictions: list[Prediction]) -> str:
                         + [{True: "true", False: "false", None: ""}[p.refer],
                            "" if p.refer_probability is None else f"{p.refer_probability:.6f}"])
     return buffer.getvalue()
-
-
-def csv_text(value: str | None) -> str | None:
-    """A text cell a spreadsheet shows as text: a leading formula character gets a quote before
-    it (OWASP's advice), so a file named `=HYPERLINK(...).jpg` cannot run when the CSV is opened."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def printable(text: str) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_text
+from ..fileio import csv_text, from_csv_text, write_text
 
 EVAL_FILE, EVAL_FULL_FILE, PER_CLASS_FILE, CONFUSION_FILE = ("eval.json", "eval_full.json", "per_class.json",
                                                              "confusion.json")
@@ -109,12 +109,13 @@ def write_predictions(path: str | Path, labels: np.ndarray, probs: np.ndarray, c
     `skinsage predict` gives; `refer` true/false and empty cells without a referral)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    names = [csv_text(name) for name in class_names]  # a class named =HYPERLINK(...) stays text
     writer.writerow(["index", "actual", "predicted", "confidence",
-                     *[PROBABILITY_PREFIX + name for name in class_names], "refer", "refer_probability"])
+                     *[PROBABILITY_PREFIX + n for n in names], "refer", "refer_probability"])
     refer = refer or [None] * len(labels)
     refer_probability = refer_probability or [None] * len(labels)
     for i, (label, row) in enumerate(zip(labels, probs)):
-        writer.writerow([i, class_names[label], class_names[int(row.argmax())], f"{row.max():.6f}",
+        writer.writerow([i, names[label], names[int(row.argmax())], f"{row.max():.6f}",
                          *[f"{p:.9f}" for p in row], {True: "true", False: "false", None: ""}[refer[i]],
                          "" if refer_probability[i] is None else f"{refer_probability[i]:.9f}"])
     write_text(path, buffer.getvalue())
@@ -124,9 +125,9 @@ def read_predictions(path: str | Path) -> list[dict]:
     """predictions.csv rows; `probabilities` maps class name -> probability (empty for files
     written before the probabilities were added)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{"index": int(row["index"]), "actual": row["actual"], "predicted": row["predicted"],
-                 "confidence": float(row["confidence"]),
-                 "probabilities": {key.removeprefix(PROBABILITY_PREFIX): float(value)
+        return [{"index": int(row["index"]), "actual": from_csv_text(row["actual"]),
+                 "predicted": from_csv_text(row["predicted"]), "confidence": float(row["confidence"]),
+                 "probabilities": {from_csv_text(key.removeprefix(PROBABILITY_PREFIX)): float(value)
                                    for key, value in row.items() if key.startswith(PROBABILITY_PREFIX)}}
                 for row in csv.DictReader(f)]
 
@@ -143,13 +144,14 @@ def write_rows(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> 
 def _cell(value):
     if isinstance(value, (float, np.floating)):
         return "" if math.isnan(value) else f"{float(value):.6g}"  # "inf" for ROC's first threshold
-    return value
+    return csv_text(value)  # a class name from the data stays text in a spreadsheet
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """Rows of a curve or calibration CSV with numeric cells as floats (empty -> NaN)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (v if k in TEXT_COLUMNS else float(v) if v != "" else math.nan) for k, v in row.items()}
+        return [{k: (from_csv_text(v) if k in TEXT_COLUMNS else float(v) if v != "" else math.nan)
+                 for k, v in row.items()}
                 for row in csv.DictReader(f)]
 
 

@@ -14,15 +14,32 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import not_regular
 from ..model.model_file import MAX_METADATA_BYTES, ModelFileError, check_metadata, check_network
 from .formats import EXPORT_FORMAT, exported_format, sidecar_path
 
 
+def refuse_saved_model(path: str | Path) -> None:
+    """SavedModel folders are an export target only: loading one runs its graph (resource
+    initialisers at load, any op at predict), which may read or write files or open sockets."""
+    if exported_format(path) == "saved_model":
+        raise ModelFileError(f"{path}: a TF SavedModel folder; SkinSage does not load SavedModels "
+                             "(loading one runs the graph it carries, which can read and write files). "
+                             "Serve it with TensorFlow Serving if you trust it; here use the .keras model, "
+                             "or export to --format litert or onnx")
+
+
 def read_sidecar(path: str | Path) -> dict:
-    """The metadata exported beside `path` (checked like a .keras file's)."""
+    """The metadata exported beside `path` (checked like a .keras file's); SavedModels refused."""
+    refuse_saved_model(path)
     side = sidecar_path(path)
     if not Path(path).exists():
         raise ModelFileError(f"{path}: no such model file")
+    for file in (path, side):  # opening a FIFO would block forever
+        kind = not_regular(file)
+        if kind or Path(file).is_dir():
+            raise ModelFileError(f"{file}: not a regular file ({kind or 'a folder'}); give the file "
+                                 "`skinsage export` wrote")
     if not side.is_file():
         raise ModelFileError(f"{path}: no {side.name} beside it (class names, input size); "
                              "export the model with `skinsage export`, which writes both")
@@ -33,6 +50,8 @@ def read_sidecar(path: str | Path) -> dict:
         metadata = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{side}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{side}: JSON nested too deeply; not a file `skinsage export` wrote") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("export"), dict) \
             or metadata["export"].get("format") != EXPORT_FORMAT:
         raise ModelFileError(f"{side}: not SkinSage export metadata (expected format {EXPORT_FORMAT})")
@@ -54,14 +73,18 @@ def load_exported(path: str | Path):
 
 
 def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none", temperature_in_graph: bool = False):
-    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner, "saved_model": SavedModelRunner}
+    """A runner for a .tflite or .onnx file (a SavedModel is never loaded from a user's path:
+    `refuse_saved_model`)."""
+    refuse_saved_model(path)
+    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner}
     try:
         runner = runners[fmt](path)
     except ImportError as err:
         raise ModelFileError(f"{path}: running {fmt} files needs {err.name}; install it with "
                              "`pip install skinsage[export]`") from None
-    except (ValueError, RuntimeError, OSError) as err:
-        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({str(err).strip()[:300]})") from None
+    except Exception as err:  # noqa: BLE001  ONNX Runtime's and LiteRT's errors share no base class
+        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({type(err).__name__}: "
+                             f"{str(err).strip()[:300]})") from None
     runner.tta_in_graph = tta_in_graph
     runner.temperature_in_graph = temperature_in_graph
     return runner
@@ -93,6 +116,9 @@ class LiteRTRunner:
         self._output = self._interpreter.get_output_details()[0]
         self.input_shape = _shape(self._input["shape_signature"])
         self.output_shape = _shape(self._output["shape_signature"])
+        # now, not at the first image: an op the runtime lacks (Select TF ops, custom ops) fails
+        # here, at load, and is never run
+        self._interpreter.allocate_tensors()
         self._batch_shape = None
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
@@ -122,19 +148,3 @@ class OnnxRunner:
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._name: _uint8(images)})[0]
-
-
-class SavedModelRunner:
-    """A SavedModel folder's `serve` signature in TensorFlow."""
-
-    def __init__(self, path: str | Path):
-        import tensorflow as tf
-
-        self._loaded = tf.saved_model.load(str(path))  # owns the variables: keep it alive
-        concrete = self._loaded.serve.get_concrete_function()
-        (spec,) = self._loaded.serve.input_signature
-        self.input_shape = _shape(spec.shape)
-        self.output_shape = _shape(concrete.structured_outputs.shape)
-
-    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._loaded.serve(_uint8(images)).numpy()

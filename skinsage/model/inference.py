@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SkinSageError
 from ..log import progress
 from ..params import TTA_CHOICES
 from .clinical import IMAGE_INPUT, check_clinical_given, clinical_fields, column
@@ -23,6 +24,10 @@ def check_tta(tta, error: type[Exception] = ValueError, what: str = "tta") -> st
     if tta not in TTA_CHOICES:
         raise error(f"{what} must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     return tta
+
+
+class NonFiniteOutputError(SkinSageError, ValueError):
+    """The model gave a NaN or infinite probability: never passed on as an answer."""
 
 
 def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
@@ -67,8 +72,15 @@ def predict_probabilities(model, images, batch_size: int, tta: str = "none",
     `clinical` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    return apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, clinical)),
-                             temperature)
+    probs = apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, clinical)),
+                              temperature)
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if len(bad):
+        raise NonFiniteOutputError(
+            f"the model gave non-finite probabilities (NaN or infinity) for {len(bad)} of {len(probs)} "
+            f"image(s), first image {bad[0] + 1} of {len(probs)}; its weights or inputs are broken, so "
+            "no answer is given")
+    return probs
 
 
 def average_views(variants: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import SkinSageError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, not_regular
 from .inference import check_tta
 
 METADATA_ENTRY = "skinsage.json"
@@ -26,10 +26,16 @@ class ModelFileError(SkinSageError, ValueError):
 
 
 def save_model(model, path: str | Path, metadata: dict) -> None:
+    """Refused before writing when the metadata is more than `load_model` reads back."""
+    entry = json.dumps(metadata, indent=2).encode("utf-8")
+    if len(entry) > MAX_METADATA_BYTES:
+        raise ModelFileError(f"{path}: the model's metadata would be {len(entry) / 2**20:.1f} MiB, more "
+                             f"than the {MAX_METADATA_BYTES // 2**20} MiB a model file may carry (class "
+                             "names, clinical vocabularies and params all go in it); not saved")
     with atomic_path(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
+            archive.writestr(METADATA_ENTRY, entry)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -38,6 +44,9 @@ def read_metadata(path: str | Path) -> dict:
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder, not a model file; give the .keras file "
                              f"(e.g. {path / 'model.keras'})")
+    kind = not_regular(path)
+    if kind:  # opening a FIFO would block forever
+        raise ModelFileError(f"{path}: not a regular file ({kind}); give the .keras file")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -50,6 +59,9 @@ def read_metadata(path: str | Path) -> dict:
         raise ModelFileError(f"{path}: not a Keras .keras model file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path}: its SkinSage metadata is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: its SkinSage metadata is JSON nested too deeply; the file is "
+                             "not one SkinSage wrote") from None
     if not isinstance(metadata, dict):
         raise ModelFileError(f"{path}: its SkinSage metadata is not a JSON object")
     return metadata
