@@ -26,8 +26,10 @@ from PIL import Image
 
 from ..data.images import ImageError, is_os_clutter, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
-from ..model.inference import TTA_CHOICES, predict_probabilities
-from ..model.model_file import check_metadata, check_network, clinical_record, inference_settings
+from ..model.decision import statuses
+from ..model.inference import TTA_CHOICES, predict_outputs
+from ..model.model_file import (check_metadata, check_network, clinical_record, decision_settings,
+                                inference_settings)
 from .clinical_input import MetadataTable, missing_metadata_message, resolve
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,16 @@ class Prediction:
     probabilities: dict[str, float]  # all classes, sums to 1
     image_size: int                  # the model's input size the image was resized to
     source: str | None = None        # the file, when predicted from a path
+    # ok | uncertain | out_of_distribution (model/decision.py); ood_score: higher = less like the
+    # training lesions, None for a model file without a detector
+    status: str = "ok"
+    ood_score: float | None = None
 
     def to_dict(self) -> dict:
         return {"path": self.source, "label": self.label, "probability": self.probability,
                 "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
-                "probabilities": dict(self.probabilities), "image_size": self.image_size}
+                "probabilities": dict(self.probabilities), "image_size": self.image_size,
+                "status": self.status, "ood_score": self.ood_score}
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +119,11 @@ class Classifier:
                                "and cannot run without it; use the .keras model for TTA none")
         self.runtime_tta = "none" if in_graph == "flips" else self.tta
         self.runtime_temperature = 1.0 if getattr(model, "temperature_in_graph", False) else self.temperature
+        self.decision = decision_settings(metadata, where)  # the thresholds behind `status`
+        if self.decision["ood"] is None:
+            log.warning(f"{where}: this model file has no out-of-distribution detector (trained before "
+                        "it existed, or with train.ood.method: none): ood_score is null and no image "
+                        "is refused as out_of_distribution; retrain it to get one")
         record = clinical_record(metadata)
         # the clinical inputs the model takes (age, sex, site) and the CSV columns it learnt them from
         self.clinical_inputs, self.clinical_columns = record["inputs"], record["columns"]
@@ -173,7 +185,8 @@ class Classifier:
         result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
                                        temperature=self.temperature)
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
-        prediction = self._result(result.probabilities[0], source_name, top_k)
+        # the status and ood_score from the inference path (Grad-CAM's own pass has no detector)
+        prediction = self._predict_arrays([array], [source_name], top_k, BATCH_SIZE)[0]
         photo = self._photo(source, max_side)
         return Explanation(prediction=prediction, explained=self.classes[result.class_indices[0]],
                            heatmap=result.maps[0], layer=result.layer, photo=photo,
@@ -210,8 +223,14 @@ class Classifier:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
         exactly what the `evaluate` stage scores for them. `metadata`: field -> (N,) values, for a
         model with clinical inputs."""
-        return predict_probabilities(self.model, images, batch_size, self.runtime_tta, self.runtime_temperature,
-                                     metadata=metadata)
+        return self.outputs(images, batch_size, metadata)[0]
+
+    def outputs(self, images: np.ndarray, batch_size: int = BATCH_SIZE,
+                metadata: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+        """(probabilities as `probabilities`, (N,) ood scores or None, N statuses): one pass."""
+        probs, scores = predict_outputs(self.model, images, batch_size, self.runtime_tta,
+                                        self.runtime_temperature, metadata=metadata)
+        return probs, scores, statuses(probs, scores, self.decision)
 
     def metadata_table(self, path: str | Path) -> MetadataTable:
         """A `--metadata` CSV read for this model's clinical inputs (id column: the training one too)."""
@@ -276,15 +295,17 @@ class Classifier:
         columns = self._columns(rows)  # before the early return: a missing-metadata error is never skipped
         if not arrays:
             return []
-        probs = self.probabilities(np.stack(arrays), batch_size, columns)
-        return [self._result(row, source, top_k) for row, source in zip(probs, sources)]
+        probs, scores, status = self.outputs(np.stack(arrays), batch_size, columns)
+        return [self._result(row, source, top_k, status[i], None if scores is None else float(scores[i]))
+                for i, (row, source) in enumerate(zip(probs, sources))]
 
-    def _result(self, row: np.ndarray, source: str | None, top_k: int) -> Prediction:
+    def _result(self, row: np.ndarray, source: str | None, top_k: int, status: str = "ok",
+                ood_score: float | None = None) -> Prediction:
         order = np.argsort(-row, kind="stable")[:top_k]  # ties keep the class order
         ranked = [(self.classes[i], float(row[i])) for i in order]
         return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
                           probabilities={name: float(p) for name, p in zip(self.classes, row)},
-                          image_size=self.image_size, source=source)
+                          image_size=self.image_size, source=source, status=status, ood_score=ood_score)
 
 
 _NO_ROW = object()  # a MetadataTable without a row for the file

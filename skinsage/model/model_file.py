@@ -133,13 +133,15 @@ def check_network(model, metadata: dict, where: str = "model") -> None:
     """The metadata must describe this network: a mismatch would silently mislabel every image."""
     from .clinical import clinical_fields, image_input_shape
 
+    from .inference import output_width
+
     classes, size = check_metadata(metadata, where)
-    inputs, outputs = image_input_shape(model), tuple(model.output_shape)
+    inputs, width = image_input_shape(model), output_width(model)
     if inputs[1:3] not in ((size, size), (None, None)):
         raise ModelFileError(f"{where}: the network takes {inputs[1:3]} images but its metadata says "
                              f"{size} px; the file is inconsistent")
-    if outputs[-1] != len(classes):
-        raise ModelFileError(f"{where}: the network has {outputs[-1]} outputs but its metadata names "
+    if width != len(classes):
+        raise ModelFileError(f"{where}: the network has {width} outputs but its metadata names "
                              f"{len(classes)} classes; the file is inconsistent")
     fields, recorded = clinical_fields(model), clinical_record(metadata)["inputs"]
     if hasattr(model, "inputs") and sorted(fields) != sorted(recorded):
@@ -170,3 +172,16 @@ def inference_settings(metadata: dict, where: str = "model") -> dict:
         raise ModelFileError(f"{where}: its SkinSage metadata records temperature {temperature!r}; "
                              "expected a positive number")
     return {"tta": tta, "temperature": float(temperature)}
+
+
+def decision_settings(metadata: dict, where: str = "model") -> dict:
+    """The thresholds behind each prediction's `status` (model/decision.py): {"ood": {"method",
+    "retain", "threshold"} | None, "uncertain": {"coverage", "threshold"} | None}, fitted on
+    validation by `train`. A file from before has neither: its status is always "ok" and its
+    ood_score None (`Classifier` warns once)."""
+    from .decision import check_settings
+
+    try:
+        return check_settings(metadata.get("inference") or {}, where)
+    except ValueError as err:
+        raise ModelFileError(str(err)) from None
