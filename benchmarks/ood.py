@@ -79,7 +79,7 @@ def fit_detector(path: str, data) -> str:
 
     model, metadata = load_model(path)
     raw = metadata["params"]  # a file from before the detector: this code's defaults for its knobs
-    raw["train"].setdefault("ood", {"method": "feature_stats", "retain": 0.95})
+    raw["train"].setdefault("ood", {"method": "feature_stats", "retain": 0.95, "stages": 2})
     raw["train"].setdefault("uncertain", {"coverage": 0.9})
     params = params_from_dict(raw)
     temperature = metadata.get("inference", {}).get("temperature", 1.0)
@@ -174,8 +174,37 @@ def cost(clf, images: np.ndarray, repeats: int = 5) -> None:
     for batch in (1, 32):
         p, d = (float(np.median(timings[n][batch])) for n in ("plain", "with detector"))
         count = len(images) if batch > 1 else 32
-        print(f"  batch {batch:2d}: plain {1000 * p / count:.2f} ms/image, with detector "
+        print(f"  network, batch {batch:2d}: plain {1000 * p / count:.2f} ms/image, with detector "
               f"{1000 * d / count:.2f} ms/image: {d / p - 1:+.1%}")
+    end_to_end(clf, plain, images[:32], repeats)
+
+
+def end_to_end(clf, plain, images: np.ndarray, repeats: int) -> None:
+    """`Classifier.predict` of one 600x450 JPEG file per call (what the web page and `skinsage
+    predict x.jpg` do): decoding and resizing included."""
+    from PIL import Image
+
+    from skinsage.app.classifier import Classifier
+
+    folder = Path(tempfile.mkdtemp())
+    files = []
+    for i, image in enumerate(images):
+        files.append(folder / f"{i}.jpg")
+        Image.fromarray(image).resize((600, 450), Image.Resampling.BICUBIC).save(files[-1], quality=90)
+    without = Classifier(plain, {**clf.metadata, "inference": {k: v for k, v in clf.metadata["inference"].items()
+                                                              if k != "ood"}})
+    times = {"plain": [], "with detector": []}
+    for c in (without, clf):
+        c.predict(files[0])
+    for _ in range(repeats):
+        for name, c in (("plain", without), ("with detector", clf)):
+            start = time.perf_counter()
+            for f in files:
+                c.predict(f)
+            times[name].append(time.perf_counter() - start)
+    p, d = (float(np.median(times[n])) / len(files) for n in times)
+    print(f"  Classifier.predict(file), one 600x450 JPEG per call: plain {1000 * p:.2f} ms, "
+          f"with detector {1000 * d:.2f} ms: {d / p - 1:+.1%}")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,7 @@ class LogitAdjustmentParams:
 class OodParams:
     method: Literal["feature_stats", "none"]  # feature_stats: model/ood.py; none = no detector
     retain: float        # share of validation lesions the threshold keeps (0.5..1)
+    stages: int          # the last N resolution stages of the network scored (>= 1)
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,8 @@ def _check_values(p: Params) -> None:
     _check_temperature(t.temperature)
     _require(0.5 <= t.ood.retain < 1, f"train.ood.retain: the share of validation lesions kept, in "
              f"[0.5, 1) (e.g. 0.95), got {t.ood.retain:g}")
+    _require(t.ood.stages >= 1, f"train.ood.stages: the number of the network's last resolution stages "
+             f"scored, >= 1 (e.g. 2), got {t.ood.stages}")
     _require(t.uncertain.coverage is None or 0 < t.uncertain.coverage <= 1,
              f"train.uncertain.coverage: the share of validation images answered ok, in (0, 1] (e.g. "
              f"0.9), or null for no uncertain band; got {t.uncertain.coverage}")

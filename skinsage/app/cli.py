@@ -209,6 +209,7 @@ def run_explain(args) -> int:
 
     from ..data.images import ImageError
     from ..fileio import atomic_path, write_json
+    from ..model.decision import OUT_OF_DISTRIBUTION
     from .classifier import Classifier, PredictError, collect_images
 
     found = collect_images(args.inputs)
@@ -228,8 +229,9 @@ def run_explain(args) -> int:
         with atomic_path(out / names[path]) as tmp:
             Image.fromarray(explanation.overlay).save(tmp, format="PNG")
         records.append({**explanation.to_dict(), "overlay": names[path]})
-        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}); "
-              f"map of {explanation.explained} -> {out / names[path]}")
+        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}, "
+              f"{explanation.prediction.status}); map of {explanation.explained} -> {out / names[path]}"
+              + (OOD_MAP_NOTE if explanation.prediction.status == OUT_OF_DISTRIBUTION else ""))
     _report_skipped(skipped)
     if not records:
         raise PredictError(f"none of the {len(found.files)} file(s) could be read as an image")
@@ -238,6 +240,11 @@ def run_explain(args) -> int:
                                         "skipped": [{"path": p, "reason": r} for p, r in skipped]})
     print(f"wrote {len(records)} overlay(s) and {out / EXPLANATIONS_FILE}")
     return 0
+
+
+OOD_MAP_NOTE = ("\n  warning: this image does not look like a dermoscopic image of a skin lesion "
+                "(out_of_distribution): the map explains a class it does not belong to; do not read it as "
+                "a finding")
 
 
 def _overlay_names(files) -> dict:

@@ -1,12 +1,12 @@
 """The out-of-distribution detector: how unlike the training lesions an image is (`ood_score`).
 
-For every resolution stage of the network (the last layer at each spatial size: the conv blocks of
-the CNN, the residual stages of ResNet50) each channel's mean and standard deviation over the image
+For the last `train.ood.stages` resolution stages of the network (the last layer at each spatial
+size: the conv blocks of the CNN, the residual stages of ResNet50) each channel's mean and standard deviation over the image
 are taken (`ChannelStats`), and a Gaussian fitted on the training lesions scores how far those
 statistics lie from theirs (a Mahalanobis distance; Lee et al. 2018 use such per-layer scores as a
 feature ensemble). Each stage's distance is standardised by its spread on validation lesions and
-the stages are averaged. Early stages see colour and texture, late ones shape: a photo, a chart or
-a fundus image is far from the lesions at some stage even when the classifier is sure of a class.
+the stages are averaged. A photo, a chart or a fundus image is far from the lesions there even when the
+classifier is sure of a class (benchmarks/ood.py; docs/results.md has the figures).
 
 Everything is a layer of the saved model (`OodScore`, its fitted statistics as weights) and a
 second output beside the probabilities, computed in the same forward pass: exported graphs carry
@@ -92,8 +92,8 @@ def functional(model) -> keras.Model:
     return keras.Model(inputs, x, name=model.name)
 
 
-def stage_tensors(model) -> list:
-    """The last 4-D output at each spatial size, in order: one per resolution stage."""
+def stage_tensors(model, stages: int) -> list:
+    """The last 4-D output at each spatial size, in order, of the last `stages` resolution stages."""
     last = {}
     for layer in model.layers:
         output = getattr(layer, "output", None)
@@ -102,13 +102,13 @@ def stage_tensors(model) -> list:
             last[tuple(output.shape[1:3])] = output
     if not last:
         raise ValueError(f"{model.name}: no convolutional stage to fit an out-of-distribution detector on")
-    return list(last.values())
+    return list(last.values())[-stages:]
 
 
-def statistics_model(model) -> keras.Model:
+def statistics_model(model, stages: int) -> keras.Model:
     """inputs -> [per-stage channel statistics, probabilities]: what the detector is fitted on."""
     model = functional(model)
-    stats = [ChannelStats(name=f"ood_stats_{i}")(t) for i, t in enumerate(stage_tensors(model))]
+    stats = [ChannelStats(name=f"ood_stats_{i}")(t) for i, t in enumerate(stage_tensors(model, stages))]
     return keras.Model(model.inputs if len(model.inputs) > 1 else model.inputs[0],
                        [*stats, model.outputs[0]], name=f"{model.name}_stats")
 
@@ -131,7 +131,7 @@ def with_detector(model, gaussians: list[dict], val_distances: np.ndarray) -> ke
     """The model with a second output `ood_score` (the per-stage distances standardised by their
     validation median and spread, `val_distances` (N, S))."""
     model = functional(model)
-    stats = [ChannelStats(name=f"ood_stats_{i}")(t) for i, t in enumerate(stage_tensors(model))]
+    stats = [ChannelStats(name=f"ood_stats_{i}")(t) for i, t in enumerate(stage_tensors(model, len(gaussians)))]
     dims = [int(s.shape[-1]) for s in stats]
     layer = OodScore(dims, [g["whiten"].shape[1] for g in gaussians], name=OOD_OUTPUT, dtype="float32")
     score = layer(stats)
@@ -154,13 +154,13 @@ def distances(stats: list[np.ndarray], gaussians: list[dict]) -> np.ndarray:
     return np.stack(out, axis=-1)
 
 
-def fit_detector(model, train, val, batch_size: int, tta: str) -> keras.Model:
+def fit_detector(model, train, val, batch_size: int, tta: str, stages: int) -> keras.Model:
     """The model with its `ood_score` output, fitted on `train` (one view per image: training
     already saw flips) and standardised on `val`'s views as inference will see them (`tta`).
     `train`/`val`: prepared splits (their clinical metadata, if any, goes in beside the images)."""
     from .inference import variant_outputs
 
-    stats_model = statistics_model(model)
+    stats_model = statistics_model(model, stages)
     fitted = variant_outputs(stats_model, train, batch_size, "none", metadata=train.metadata, raw=True)
     gaussians = [fit_gaussian(stage[0]) for stage in fitted[:-1]]
     seen = variant_outputs(stats_model, val, batch_size, tta, metadata=val.metadata, raw=True)

@@ -123,10 +123,13 @@ def _fit_decision(model, params: Params, data: PreparedData, temperature: float)
 
     t, val = params.train, data.splits["val"]
     if t.ood.method == "feature_stats":
-        model = fit_detector(model, data.splits["train"], val, params.evaluate.batch_size, params.evaluate.tta)
+        model = fit_detector(model, data.splits["train"], val, params.evaluate.batch_size, params.evaluate.tta,
+                             t.ood.stages)
     probs, scores = predict_outputs(model, val, params.evaluate.batch_size, params.evaluate.tta,
                                     temperature, metadata=val.metadata)
     record = fit_thresholds(probs, scores, t.ood.retain, t.uncertain.coverage, t.ood.method)
+    if "ood" in record:
+        record["ood"]["stages"] = t.ood.stages
     for key, section in record.items():
         log.info(f"{key} threshold {section['threshold']:.4g} (chosen on {len(val)} validation images)")
     return model, {"decision": record}
