@@ -79,7 +79,7 @@ def load_model(path: str | Path):
     file can run code."""
     import keras
 
-    from . import layers  # noqa: F401  registers SkinSage's custom layers
+    from . import layers, ood  # noqa: F401  registers SkinSage's custom layers
 
     metadata = read_metadata(path)
     check_metadata(metadata, str(path))

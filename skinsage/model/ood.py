@@ -80,16 +80,11 @@ class OodScore(keras.layers.Layer):
 
 
 def functional(model) -> keras.Model:
-    """A Sequential model re-traced as a functional graph over the same layers (its inner tensors
-    are then reachable); a functional model as it is."""
+    """A Sequential model as a functional one over its own graph (as logit_adjustment does), so the
+    detector can join it; a functional model as it is."""
     if not isinstance(model, keras.Sequential):
         return model
-    (original,) = model.inputs
-    inputs = keras.Input(original.shape[1:], dtype=original.dtype, name=original.name)
-    x = inputs
-    for layer in model.layers:
-        x = layer(x)
-    return keras.Model(inputs, x, name=model.name)
+    return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
 
 
 def stage_tensors(model, stages: int) -> list:
