@@ -263,6 +263,7 @@ def run_evaluate(args) -> int:
     from ..evaluate.outputs import headline, json_safe
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
+    from ..model.decision import STATUSES
     from .classifier import Classifier, PredictError
     from .console import metrics_text, model_line
     from .evaluation_data import load_labelled
@@ -283,8 +284,11 @@ def run_evaluate(args) -> int:
                            "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
-                                        bootstrap=bootstrap, seed=seed, **ece)
+                                        bootstrap=bootstrap, seed=seed, **ece, decision=clf.decision)
+    metrics.pop("per_image", None)
     print(f"{model_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
+    print("\nstatus: " + ", ".join(f"{name} {metrics[f'share_{name}']:.1%}" for name in STATUSES)
+          + f"; accuracy on ok {metrics['accuracy_ok']:.4f}; AURC {metrics['aurc']:.4f}")
     if args.out:
         write_json(args.out, json_safe({
             "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import sklearn.metrics as skm
 
-from ..model.inference import predict_probabilities
+from ..model.decision import OK, STATUSES, statuses
+from ..model.inference import predict_outputs
 from ..model.temperature import apply_temperature
 from ..prepared import Split
 from .metrics import ECE_BINS, confusion, evaluate_predictions, expected_calibration_error
 
 
 def evaluate_split(model, split: Split, class_names: list[str], batch_size: int, *, tta: str,
-                   temperature: float = 1.0, bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS):
+                   temperature: float = 1.0, bootstrap: int = 0, seed: int = 0, ece_bins: int = ECE_BINS,
+                   decision: dict | None = None):
     """(metrics dict, confusion dict, (N, C) probabilities) for one labelled split.
 
     `tta` is required: the caller states how the model is run (the `evaluate` stage and `skinsage
@@ -20,10 +22,12 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
     1 it also has the calibration before it ("temperature", "ece_before_temperature",
     "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
-    split's metadata.
+    split's metadata. `decision` (model_file.decision_settings): adds "status" (the shares ok /
+    uncertain / out_of_distribution, the accuracy on ok, AURC) and "per_image" (each image's
+    status and ood_score, for predictions.csv).
     """
     # either store, batch by batch; a model with clinical inputs gets the split's metadata
-    probs = predict_probabilities(model, split, batch_size, tta, temperature, metadata=split.metadata)
+    probs, scores = predict_outputs(model, split, batch_size, tta, temperature, metadata=split.metadata)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     if temperature != 1.0:
@@ -32,7 +36,23 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
         metrics.update(temperature=temperature,
                        ece_before_temperature=expected_calibration_error(split.labels, before, ece_bins),
                        loss_before_temperature=float(skm.log_loss(split.labels, before, labels=labels)))
+    if decision is not None:
+        metrics.update(_status_summary(split.labels, probs, scores, decision))
     return metrics, confusion(split.labels, probs.argmax(axis=1), class_names), probs
+
+
+def _status_summary(labels: np.ndarray, probs: np.ndarray, scores, decision: dict) -> dict:
+    from .curves import risk_coverage_rows
+
+    status = np.asarray(statuses(probs, scores, decision))
+    ok = status == OK
+    correct = probs.argmax(axis=1) == labels
+    summary = {f"share_{name}": float(np.mean(status == name)) if len(status) else float("nan")
+               for name in STATUSES}
+    summary["accuracy_ok"] = float(np.mean(correct[ok])) if ok.any() else float("nan")
+    summary["aurc"] = risk_coverage_rows(labels, probs)[1]
+    return {**summary, "per_image": {"status": status.tolist(),
+                                     "ood_score": None if scores is None else scores.tolist()}}
 
 
 def without_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
