@@ -80,11 +80,23 @@ class OodScore(keras.layers.Layer):
 
 
 def functional(model) -> keras.Model:
-    """A Sequential model as a functional one over its own graph (as logit_adjustment does), so the
-    detector can join it; a functional model as it is."""
-    if not isinstance(model, keras.Sequential):
+    """The model as a functional graph whose layers are each called once, so `layer.output` is the
+    tensor the detector joins. A Sequential CNN (or a functional wrapper over its graph, as
+    logit_adjustment makes: its layers keep the Sequential's calls) is a chain of layers: rebuilt as
+    fresh copies with the same weights. Other functional models (ResNet50, clinical inputs) as they are."""
+    single = all(len(layer._inbound_nodes) <= 1 for layer in model.layers)
+    if not isinstance(model, keras.Sequential) and single:
         return model
-    return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+    (original,) = model.inputs
+    inputs = keras.Input(original.shape[1:], dtype=original.dtype, name="image")
+    x = inputs
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        copy = type(layer).from_config(layer.get_config())
+        x = copy(x)
+        copy.set_weights(layer.get_weights())
+    return keras.Model(inputs, x, name=model.name)
 
 
 def stage_tensors(model, stages: int) -> list:
