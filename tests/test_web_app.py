@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tiny_model import CLASSES, lesion_like, noise, save
+from tiny_model import CLASSES, SIZE, lesion_like, noise, save
 
 pytest.importorskip("fastapi", reason="the web app needs fastapi (requirements.txt)")
 pytest.importorskip("uvicorn", reason="the web app needs uvicorn (requirements.txt)")
@@ -54,7 +54,7 @@ def server(model_path):
 @pytest.fixture
 def photo(tmp_path) -> Path:
     """Like the tiny model's training "lesions" (tiny_model.lesion_like): answered."""
-    return save(Image.fromarray(lesion_like(1, 40, seed=7)[0]).crop((0, 5, 40, 35)), tmp_path / "lesion.png")
+    return save(Image.fromarray(lesion_like(1, SIZE, seed=7)[0]), tmp_path / "lesion.png")
 
 
 @pytest.fixture
@@ -142,12 +142,15 @@ def test_in_chromium_upload_shows_top3_and_overlay_and_a_bad_file_shows_an_error
 
 
 def _upload_and_check(page, photo: Path) -> None:
+    page.evaluate("document.getElementById('status').textContent = ''")
     page.set_input_files("#file", str(photo))
-    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    page.wait_for_function(f"document.getElementById('status').textContent === 'Done: {photo.name}'",
+                           timeout=30_000)
+    assert page.locator("#result").is_visible() and page.locator("#refusal").is_hidden()
     items = page.locator("#top li").all_inner_texts()
     assert len(items) == 3 and all(any(name in item for name in CLASSES) for item in items)
     # the overlay is a decoded image in the page, not a broken one
-    assert page.eval_on_selector("#overlay", "img => img.complete && img.naturalWidth") == 40
+    assert page.eval_on_selector("#overlay", "img => img.complete && img.naturalWidth") == SIZE
     assert page.locator("#overlay").is_visible() and page.locator("#photo").is_visible()
 
 
