@@ -1,4 +1,4 @@
-# Two commands: `make demo` (set up + run the whole pipeline offline) and `make test`.
+# Two commands: `make demo` (set up + run the whole pipeline offline) and `make test` (lint + tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup demo test test-fast test-slow clean
+.PHONY: setup demo lint test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,7 @@ $(VARIANT):
 	rm -f $(VENV)/.variant-* $(VENV)/.installed
 	mkdir -p $(VENV) && touch $@
 
-$(VENV)/.installed: requirements.txt requirements-export.txt requirements-nodeps.txt pyproject.toml $(VARIANT)
+$(VENV)/.installed: requirements.txt requirements-export.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml $(VARIANT)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 ifeq ($(GPU),)
@@ -33,6 +33,7 @@ else
 	$(BIN)/pip install --quiet -r $(VENV)/requirements-gpu.txt -r requirements-export.txt
 endif
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -54,7 +55,11 @@ demo: setup
 	@echo "Experiments:  $(BIN)/dvc exp show"
 	@echo "Model:        models/model.keras"
 
-test: setup
+# ruff, configured in pyproject.toml ([tool.ruff]), on the whole tree
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 64], help="input sizes in px")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPU cores; single = median of {args.repeats} one-image calls; "
-          f"batched = {args.images} images in batches of {args.batch} (median of 5 passes); ratio = Keras time / runtime time\n")
+          f"batched = {args.images} images in batches of {args.batch} (median of 5 passes); "
+          "ratio = Keras time / runtime time\n")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             report(args.model, size, Path(tmp), args)

@@ -146,7 +146,7 @@ def batched(clf, images: list[Path]) -> tuple[float, str]:
 
 
 def network_only(clf, images: list[Path]) -> tuple[float, str]:
-    arrays = __import__("numpy").stack([clf.prepare(p) for p in images])
+    arrays = __import__("numpy").stack([clf.input_array(p) for p in images])
     start = time.perf_counter()
     clf.probabilities(arrays, batch_size=32)
     seconds = time.perf_counter() - start

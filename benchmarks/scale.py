@@ -160,7 +160,8 @@ def main() -> None:
     full = make_images(args.work, max(args.sizes))
     encoding_check(full)
     print(f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; 64 px CNN, batch 64; peak RSS = largest process")
-    header = f"{'images':>7} {'store':<6} | {'prepare s':>9} {'img/s':>7} {'peak MB':>8} | {'epoch s':>7} {'img/s':>6} {'peak MB':>8}"
+    header = (f"{'images':>7} {'store':<6} | {'prepare s':>9} {'img/s':>7} {'peak MB':>8} | "
+              f"{'epoch s':>7} {'img/s':>6} {'peak MB':>8}")
     print(header, flush=True)
     rows = {}
     for n in sorted(args.sizes):

@@ -12,6 +12,11 @@ class SkinSageError(Exception):
     """A problem with the user's input or environment, explained in the message."""
 
 
+def print_error(err: BaseException) -> None:
+    """The one way a SkinSageError reaches users (stages and the `skinsage` command): `error: …`."""
+    print(f"error: {err}", file=sys.stderr)
+
+
 def run_reporting_errors(main, *args) -> None:
     """Run a stage: messages configured (`SKINSAGE_QUIET=1` for warnings only), and a
     SkinSageError becomes `error: …` on stderr and exit status 1."""
@@ -21,7 +26,7 @@ def run_reporting_errors(main, *args) -> None:
     try:
         main(*args)
     except SkinSageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(err)
         sys.exit(1)
 
 

@@ -2,6 +2,17 @@
 
 Every knob lives in params.yaml; nothing else in the project parses YAML. Errors name the
 offending key, say what is allowed and suggest the closest key for typos.
+
+Three parts, in this order: the schema (frozen dataclasses whose type hints say what each key
+takes: `Union[float, Literal["auto"], None]` is "a number, auto or null" and arrives as a float,
+"auto" or None); the converter from YAML (`_build`, `_coerce`); the checks, all run at load by
+`_check_values` (ranges per section, then the rules that tie sections together).
+
+Adding a section (e.g. train.ood): write its frozen dataclass with typed fields (a comment each),
+add it as a field of its parent (TrainParams.ood), add the keys with comments to params.yaml, and,
+if it has ranges, a `check(self, where)` method raising ParamsError: `_build` calls it with the
+section's name (e.g. "params.yaml.train.ood"). Cross-section rules go in `_check_rules`.
+Callers read `params.train.ood.x`.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import yaml
 from .errors import SkinSageError
 
 MODEL_NAMES = ("cnn", "resnet50")
+RESNET50_BLOCKS = 16  # residual blocks fine_tune.unfreeze may count (train/resnet50.residual_blocks)
 MEDMNIST_SIZES = (28, 64, 128, 224)
 # Upper bounds: values that pass the type check but would run for days, exhaust memory or overflow
 # later (one bootstrap resample per loop, one array per class, ...). Generous for real use.
@@ -35,6 +47,9 @@ MAX_MIN_PER_CLASS = 1_000_000
 
 class ParamsError(SkinSageError, ValueError):
     """params.yaml is missing, malformed or holds an impossible value."""
+
+
+AUTO = Literal["auto"]  # `Union[float, AUTO, None]`: a number, auto or null
 
 
 @dataclass(frozen=True)
@@ -57,12 +72,12 @@ class FolderParams:
     groups: Optional[FolderGroupsParams]  # None = no groups
 
 
-CLINICAL_FIELDS = ("age", "sex", "site")  # the clinical metadata a model can take besides the image
+CLINICAL_FIELDS = ("age", "sex", "site")  # the clinical data a model can take besides the image
 
 
 @dataclass(frozen=True)
 class ClinicalParams:
-    """The CSV columns holding clinical metadata; None = the dataset has no such column."""
+    """The CSV columns holding clinical data; None = the dataset has no such column."""
     age: Optional[str]             # age in years (HAM10000 `age`, ISIC `age_approx`)
     sex: Optional[str]
     site: Optional[str]            # anatomical site (HAM10000 `localization`, ISIC `anatom_site_general`)
@@ -80,7 +95,7 @@ class CsvParams:
     id: str                        # column with the image id or file name (extension optional)
     label: Union[str, tuple[str, ...]]  # a column of class names, or a list of one-hot columns
     group: Optional[str]           # column of lesion/patient ids: no group in two splits; None = none
-    metadata: Optional[str]        # optional second CSV joined on `id` (e.g. ISIC 2019's lesion_id)
+    extra_csv: Optional[str]       # optional second CSV joined on `id` (e.g. ISIC 2019's lesion_id)
     classes: Optional[dict[str, str]]  # rename/merge map {name in the CSV: class name}; None = as is
     exclude: Optional[tuple[str, ...]]  # labels (as in the CSV) whose rows are dropped, e.g. [UNK]; None = none
     clinical: Optional[ClinicalParams]  # columns of age, sex, anatomical site kept by `prepare`; None = none
@@ -144,7 +159,7 @@ class CnnParams:
     dropout: float
     augment: AugmentParams
     # clinical inputs beside the image (any of age, sex, site); None ([] in params.yaml) = image only
-    metadata: Optional[tuple[Literal["age", "sex", "site"], ...]]
+    clinical: Optional[tuple[Literal["age", "sex", "site"], ...]]
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,7 @@ class Resnet50Params:
     dropout: float
     augment: AugmentParams  # on: the head phase runs the backbone every epoch (no feature caching)
     fine_tune: FineTuneParams
-    metadata: Optional[tuple[Literal["age", "sex", "site"], ...]]  # as in CnnParams
+    clinical: Optional[tuple[Literal["age", "sex", "site"], ...]]  # as in CnnParams
 
 
 @dataclass(frozen=True)
@@ -181,7 +196,7 @@ class EarlyStoppingParams:
 
 @dataclass(frozen=True)
 class LogitAdjustmentParams:
-    tau: Optional[str]   # None/0 = off, a number, or "auto" (chosen on the validation split)
+    tau: Union[float, AUTO, None]   # None/0 = off, a number, or "auto" (chosen on the validation split)
     objective: Literal["mean_accuracy", "balanced_accuracy"]  # what "auto" maximises
     max_accuracy_drop: Optional[float]  # "auto" keeps validation accuracy within this of tau = 0's
 
@@ -191,7 +206,7 @@ class LogitAdjustmentParams:
 
     @property
     def fixed_tau(self) -> float:
-        return 0.0 if self.tau is None or self.auto else float(self.tau)
+        return 0.0 if self.tau is None or self.auto else self.tau
 
 
 @dataclass(frozen=True)
@@ -221,7 +236,7 @@ class TrainParams:
     ema: float           # momentum of the weights' exponential moving average (per step); 0 = off
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
-    temperature: Optional[str]  # None = off (T = 1), a number, or "auto" (fitted on the validation split)
+    temperature: Union[float, AUTO, None]  # None = off (T = 1), a number, or "auto" (fitted on validation)
     ood: OodParams       # the out-of-distribution detector and its threshold
     uncertain: UncertainParams  # the "uncertain" band on the calibrated top probability
     mixed_precision: Literal["auto", "off", "on"]  # auto: mixed_float16 only when a GPU is visible
@@ -231,18 +246,19 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
-    tta: Literal["none", "flips"]  # flips: average the predictions of the 4 flipped variants
+    tta: Literal[TTA_CHOICES]  # flips: average the predictions of the 4 flipped variants
     bootstrap: int   # stratified bootstrap resamples for 95% CIs; 0 = no CIs
     ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
 
 
-EXPORT_TARGETS = ("litert", "litert_float16", "litert_int8", "onnx")
+TTA_CHOICES = ("none", "flips")  # test-time augmentation: evaluate.tta, the model file, --tta
+EXPORT_TARGETS = ("litert", "litert_float16", "litert_int8", "onnx")  # what export.formats may list
 
 
 @dataclass(frozen=True)
 class ExportParams:
     # what the optional `export` stage writes to models/exported; None or [] = nothing (the default)
-    formats: Optional[tuple[Literal["litert", "litert_float16", "litert_int8", "onnx"], ...]]
+    formats: Optional[tuple[Literal[EXPORT_TARGETS], ...]]  # entries of skinsage/export/formats.TARGETS
 
 
 @dataclass(frozen=True)
@@ -278,10 +294,27 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     return params_from_dict(raw, source=str(path))
 
 
+# Keys renamed since a workspace may have been written: old dotted key -> new one (one meaning per name).
+RENAMED_KEYS = {**{f"models.{name}.metadata": f"models.{name}.clinical" for name in MODEL_NAMES},
+                "data.csv.metadata": "data.csv.extra_csv"}
+
+
 def params_from_dict(raw: dict, source: str = "params") -> Params:
+    _refuse_renamed_keys(raw, source)
     params = _build(Params, raw, source)
     _check_values(params)
     return params
+
+
+def _refuse_renamed_keys(raw, source: str) -> None:
+    for old, new in RENAMED_KEYS.items():
+        *parents, leaf = old.split(".")
+        node = raw
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            raise ParamsError(f"{source}: {old} was renamed to {new}: rename the key in params.yaml "
+                              f"(or the -S override)")
 
 
 def _set_dotted(raw: dict, dotted: str, value) -> None:
@@ -309,7 +342,10 @@ def _build(cls, raw, where: str):
     missing = [name for name in fields if name not in raw]
     if missing:
         raise ParamsError(f"{where}: missing key '{missing[0]}' (every knob must be set in params.yaml)")
-    return cls(**{name: _coerce(hints[name], raw[name], f"{where}.{name}") for name in fields})
+    built = cls(**{name: _coerce(hints[name], raw[name], f"{where}.{name}") for name in fields})
+    if hasattr(built, "check"):  # a section's own ranges; `where` names it (source.dotted.key)
+        built.check(where)
+    return built
 
 
 def _coerce(hint, value, where: str):
@@ -344,7 +380,23 @@ def _coerce_union(args, value, where: str):
         if not listed:
             raise ParamsError(f"{where}: expected a single value, got the list {value!r}")
         return _coerce(listed[0], value, where)
-    return _coerce(next((a for a in members if typing.get_origin(a) is not tuple), members[0]), value, where)
+    scalars = [a for a in members if typing.get_origin(a) is not tuple] or members
+    if len(scalars) == 1:
+        return _coerce(scalars[0], value, where)
+    words = [a for a in scalars if typing.get_origin(a) is Literal]  # "auto" before the number
+    for member in words + [a for a in scalars if a not in words]:
+        try:
+            return _coerce(member, value, where)
+        except ParamsError:
+            pass
+    allowed = [_describe(a) for a in scalars] + (["null"] if type(None) in args else [])
+    raise ParamsError(f"{where}: '{value}' is not {', '.join(allowed[:-1])} or {allowed[-1]}")
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) is Literal:
+        return ", ".join(str(choice) for choice in typing.get_args(hint))
+    return {float: "a number", int: "a whole number", str: "a text", bool: "true or false"}[hint]
 
 
 def _coerce_choice(choices, value, where: str):
@@ -403,9 +455,6 @@ def _check_values(p: Params) -> None:
     _require(d.min_per_class >= 1, "data.min_per_class: must be >= 1")
     _require(d.workers >= 0, "data.workers: must be >= 0 (0 = one per CPU core)")
     _check_csv(d.csv)
-    _require(not (d.store == "shards" and d.source == "csv" and d.csv.clinical is not None),
-             "data.store: shards does not carry clinical metadata (data.csv.clinical) yet; use "
-             "data.store: npz (auto picks npz then), or data.csv.clinical: null")
     if d.folder.groups is not None:
         for key in ("path", "id", "group"):
             _require(bool(getattr(d.folder.groups, key).strip()), f"data.folder.groups.{key}: must not be empty")
@@ -424,8 +473,6 @@ def _check_values(p: Params) -> None:
     _require(t.early_stopping.patience >= 0, "train.early_stopping.patience: must be >= 0")
     _require(t.early_stopping.start_from_epoch >= 0, "train.early_stopping.start_from_epoch: must be >= 0")
     _require(t.weight_decay >= 0, "train.weight_decay: must be >= 0")
-    _require(t.weight_decay == 0 or t.optimizer == "adamw",
-             "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")
     _check_logit_adjustment(t.logit_adjustment)
     _check_temperature(t.temperature)
     _require(0.5 <= t.ood.retain < 1, f"train.ood.retain: the share of validation lesions kept, in "
@@ -445,13 +492,26 @@ def _check_values(p: Params) -> None:
             _require(0 <= getattr(a, name) < 1, f"models.{model}.augment.{name}: must be in [0, 1) (0 = off)")
         _require(0 <= a.rotation <= 180, f"models.{model}.augment.rotation: degrees, 0..180 (0 = off)")
     _check_fine_tune(p.models.resnet50.fine_tune)
-    _check_metadata_inputs(p)
     formats = p.export.formats or ()
     _require(len(set(formats)) == len(formats), f"export.formats: a format is listed twice in {list(formats)}")
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")
     _check_upper_bounds(p)
+    _check_rules(p)
+
+
+def _check_rules(p: Params) -> None:
+    """The rules that tie sections together, each next to a note of the code it protects."""
+    d, t = p.data, p.train
+    # skinsage/shards.py stores images and labels only (prepared.save_prepared refuses the rest)
+    _require(not (d.store == "shards" and d.source == "csv" and d.csv.clinical is not None),
+             "data.store: shards does not carry clinical data (data.csv.clinical) yet; use "
+             "data.store: npz (auto picks npz then), or data.csv.clinical: null")
+    # train/phase.make_optimizer passes weight_decay to AdamW only
+    _require(t.weight_decay == 0 or t.optimizer == "adamw",
+             "train.weight_decay: only used by optimizer adamw; set train.optimizer: adamw or weight_decay: 0")
+    _check_clinical_inputs(p)
 
 
 def _at_most(key: str, value: int, limit: int, advice: str = "") -> None:
@@ -486,7 +546,8 @@ def _check_csv(c: CsvParams) -> None:
     _require(c.group is None or bool(c.group.strip()), "data.csv.group: a column name, or null for none")
     if c.one_hot:
         _require(len(c.label) >= 2, "data.csv.label: a list names one-hot columns and needs at least 2; "
-                 f"for a single column of class names write it without brackets (label: {c.label[0] if c.label else 'dx'})")
+                 "for a single column of class names write it without brackets "
+                 f"(label: {c.label[0] if c.label else 'dx'})")
         _require(len(set(c.label)) == len(c.label), f"data.csv.label: a column is listed twice in {list(c.label)}")
     else:
         _require(bool(c.label.strip()), "data.csv.label: a column name, or a list of one-hot columns")
@@ -514,21 +575,21 @@ def _check_clinical(c: Optional[ClinicalParams]) -> None:
              "fields; each of age, sex and site needs its own column")
 
 
-def _check_metadata_inputs(p: Params) -> None:
+def _check_clinical_inputs(p: Params) -> None:
     """The selected model's clinical inputs must be fields `prepare` keeps (data.csv.clinical)."""
-    key, wanted = f"models.{p.model}.metadata", p.model_params.metadata or ()
+    key, wanted = f"models.{p.model}.clinical", p.model_params.clinical or ()
     _require(len(set(wanted)) == len(wanted), f"{key}: a field is listed twice in {list(wanted)}")
     if not wanted:
         return
     example = "e.g. {age: age, sex: sex, site: localization} for HAM10000"
-    _require(p.data.source == "csv", f"{key}: {list(wanted)} needs clinical metadata, which only the csv "
+    _require(p.data.source == "csv", f"{key}: {list(wanted)} needs clinical data, which only the csv "
              f"source carries (data.source is {p.data.source}); set data.source: csv and "
              f"data.csv.clinical ({example}), or {key}: [] for an image-only model")
     have = p.data.csv.clinical.columns() if p.data.csv.clinical else {}
     missing = [name for name in wanted if name not in have]
     _require(not missing, f"{key}: lists {', '.join(missing)} but data.csv.clinical names no column "
              f"for it; set data.csv.clinical.{missing[0] if missing else ''} ({example}) or remove it from {key}")
-    _require(p.train.mixup == 0, f"train.mixup: mixup blends images but not clinical metadata ({key} is "
+    _require(p.train.mixup == 0, f"train.mixup: mixup blends images but not clinical data ({key} is "
              f"{list(wanted)}); set train.mixup: 0 or {key}: []")
 
 
@@ -538,8 +599,9 @@ def _check_fine_tune(f: FineTuneParams) -> None:
     _require(f.learning_rate > 0, "models.resnet50.fine_tune.learning_rate: must be > 0")
     _require(bool(f.unfreeze.strip()), "models.resnet50.fine_tune.unfreeze: a block count or a layer name")
     if f.unfreeze.strip().lstrip("-").isdigit():
-        _require(1 <= int(f.unfreeze) <= 16, "models.resnet50.fine_tune.unfreeze: ResNet50 has 16 "
-                 f"residual blocks; give 1..16 (3 = the conv5 stage), got {f.unfreeze}")
+        _require(1 <= int(f.unfreeze) <= RESNET50_BLOCKS, "models.resnet50.fine_tune.unfreeze: ResNet50 has "
+                 f"{RESNET50_BLOCKS} residual blocks; give 1..{RESNET50_BLOCKS} (3 = the conv5 stage), "
+                 f"got {f.unfreeze}")
 
 
 def _check_cnn(c: CnnParams) -> None:
@@ -554,23 +616,13 @@ def _check_cnn(c: CnnParams) -> None:
 
 def _check_logit_adjustment(a: LogitAdjustmentParams) -> None:
     _check_accuracy_drop(a)
-    if a.tau is None or a.auto:
-        return
-    try:
-        tau = float(a.tau)
-    except ValueError:
-        raise ParamsError(f"train.logit_adjustment.tau: '{a.tau}' is not a number, auto or null") from None
-    _require(0 <= tau <= 5, f"train.logit_adjustment.tau: must be in 0..5 (0 = off), got {tau:g}")
+    if a.tau is not None and not a.auto:
+        _require(0 <= a.tau <= 5, f"train.logit_adjustment.tau: must be in 0..5 (0 = off), got {a.tau:g}")
 
 
-def _check_temperature(value: Optional[str]) -> None:
-    if value is None or value == "auto":
-        return
-    try:
-        temperature = float(value)
-    except ValueError:
-        raise ParamsError(f"train.temperature: '{value}' is not a number, auto or null") from None
-    _require(0.05 <= temperature <= 20, f"train.temperature: must be in 0.05..20 (1 = unchanged), got {temperature:g}")
+def _check_temperature(value: float | str | None) -> None:
+    if value is not None and value != "auto":
+        _require(0.05 <= value <= 20, f"train.temperature: must be in 0.05..20 (1 = unchanged), got {value:g}")
 
 
 def _check_accuracy_drop(a: LogitAdjustmentParams) -> None:

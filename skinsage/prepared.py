@@ -4,9 +4,9 @@ Each split is stored one of two ways (`data.store`, recorded as "store" in label
 - npz: <split>.npz with uint8 images and int64 labels, loaded whole into memory;
 - shards: a folder <split>/ of TFRecord shards plus fields.npz (labels), streamed with tf.data so
   the images are never all in memory (skinsage/shards.py).
-With clinical metadata (npz store only), each split's npz also has `metadata_<field>` arrays: age
+With clinical data (npz store only), each split's npz also has `clinical_<field>` arrays: age
 float64 with NaN for missing, sex and site strings with "unknown" for missing.
-labels.json holds the class names, dataset, image size, "metadata" (the clinical fields present)
+labels.json holds the class names, dataset, image size, "clinical" (the clinical fields present)
 and under "prepare_params" the params.yaml values `prepare` used. It lives at the top of the
 package because it is the contract between stages, not any stage's code. Readers use
 `Split.batches` (in order: inference, features) or `skinsage.train.inputs.tf_dataset` (training),
@@ -23,13 +23,13 @@ import numpy as np
 
 from .errors import SkinSageError
 from .fileio import read_json, write_json, write_npz
-from .params import Params
+from .params import RENAMED_KEYS, Params
 from .shards import FIELDS_FILE, ordered_batches, read_fields, shard_files, write_shards
 
 SPLITS = ("train", "val", "test")
 PREPARE_PARAMS_KEY = "prepare_params"
 SHOW_CHANGES = 3  # differing keys named in the message; the rest are counted
-METADATA_PREFIX = "metadata_"  # npz keys of the clinical metadata arrays: metadata_age, ...
+CLINICAL_PREFIX = "clinical_"  # npz keys of the clinical arrays: clinical_age, ...
 
 
 class PreparedParamsError(SkinSageError, ValueError):
@@ -42,7 +42,7 @@ class Split:
     labels: np.ndarray             # (N,) int64, always in memory
     shards: tuple[str, ...] = ()   # the shards store: its TFRecord files in order (images is None)
     image_size: int = 0            # the shards' image side (an array carries its own)
-    metadata: dict[str, np.ndarray] | None = None  # clinical field (age, sex, site) -> (N,); None = none
+    clinical: dict[str, np.ndarray] | None = None  # clinical field (age, sex, site) -> (N,); None = none
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,7 +79,7 @@ class Split:
         a split (the report's example grids on the test split, `skinsage evaluate` on a folder)."""
         if not self.streamed:
             return self
-        return Split(self.take(np.arange(len(self))), self.labels, metadata=self.metadata)
+        return Split(self.take(np.arange(len(self))), self.labels, clinical=self.clinical)
 
 
 @dataclass
@@ -94,18 +94,18 @@ def save_prepared(out_dir: str | Path, data: PreparedData, extra_info: dict | No
                   store: str = "npz") -> None:
     """Write in-memory splits in `store` ("npz" or "shards") and labels.json."""
     out_dir = Path(out_dir)
-    fields = next((list(split.metadata) for split in data.splits.values() if split.metadata), [])
+    fields = next((list(split.clinical) for split in data.splits.values() if split.clinical), [])
     for name, split in data.splits.items():
-        metadata = split.metadata or {}
+        clinical = split.clinical or {}
         if store == "shards":
-            if metadata:  # params refuse it (data.store); a guard for direct callers
-                raise ValueError("the shards store does not carry clinical metadata; use npz")
+            if clinical:  # params refuse it (data.store); a guard for direct callers
+                raise ValueError("the shards store does not carry clinical data; use npz")
             write_shards(out_dir / name, split.images, split.labels)
         else:
             write_npz(out_dir / f"{name}.npz", images=split.images, labels=split.labels,
-                      **{METADATA_PREFIX + key: values for key, values in metadata.items()})
+                      **{CLINICAL_PREFIX + key: values for key, values in clinical.items()})
     save_labels(out_dir, data.class_names, data.dataset, data.image_size, store,
-                {"metadata": fields, **(extra_info or {})})
+                {"clinical": fields, **(extra_info or {})})
 
 
 def save_labels(out_dir: str | Path, class_names: list[str], dataset: str, image_size: int,
@@ -127,9 +127,9 @@ def load_split(prepared_dir: str | Path, split: str) -> Split:
         return Split(images=None, labels=fields["labels"], shards=shard_files(folder),
                      image_size=int(load_labels(prepared_dir)["image_size"]))
     with np.load(Path(prepared_dir) / f"{split}.npz", allow_pickle=False) as npz:
-        metadata = {key.removeprefix(METADATA_PREFIX): npz[key] for key in npz.files
-                    if key.startswith(METADATA_PREFIX)}
-        return Split(images=npz["images"], labels=npz["labels"], metadata=metadata or None)
+        clinical = {key.removeprefix(CLINICAL_PREFIX): npz[key] for key in npz.files
+                    if key.startswith(CLINICAL_PREFIX)}
+        return Split(images=npz["images"], labels=npz["labels"], clinical=clinical or None)
 
 
 def has_split(prepared_dir: str | Path, split: str) -> bool:
@@ -180,6 +180,7 @@ def check_prepared_params(params: Params, prepared_dir: str | Path, name: str | 
     if recorded is None:
         return  # prepared before the params were recorded: nothing to compare
     current = prepare_params(params)
+    recorded = {RENAMED_KEYS.get(key, key): value for key, value in recorded.items()}  # a rename is no change
     changed = [key for key in dict.fromkeys([*current, *recorded])
                if current.get(key, _UNSET) != recorded.get(key, _UNSET)]
     if not changed:

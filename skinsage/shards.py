@@ -3,7 +3,7 @@
 A split is a folder <split>/ holding shard-00000.tfrecord, shard-00001.tfrecord, ... (records in
 the split's order, each a tf.train.Example with the image as raw uint8 bytes and its label) and
 fields.npz with the per-image fields small enough to keep in memory: `labels` today; further
-per-image arrays (e.g. clinical metadata) go beside it under their own names.
+per-image arrays (e.g. clinical data) go beside it under their own names.
 
 Raw uint8, not PNG: measured at 64 px (README, "Datasets bigger than memory"), parsing raw bytes
 costs next to nothing while decoding PNG competes with training for the same CPU cores, and the
@@ -136,8 +136,8 @@ def training_batches(files: tuple[str, ...], count: int, image_size: int, batch_
                      shuffle: bool, seed: int, workers: int = 1):
     """(images, labels) batches for fitting: shard files interleaved (in a new seeded order each
     epoch when shuffling) and records shuffled in a buffer of at most SHUFFLE_BYTES of pixels.
-    `count`: the split's images. Under MultiWorkerMirroredStrategy every worker reads its own files (AutoShardPolicy.FILE), or
-    every n-th record when there are fewer files than `workers` (DATA)."""
+    `count`: the split's images. Under MultiWorkerMirroredStrategy every worker reads its own files
+    (AutoShardPolicy.FILE), or every n-th record when there are fewer files than `workers` (DATA)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices(list(files))

@@ -12,14 +12,12 @@ from skinsage.fileio import atomic_dir, write_json  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
 
 OUT = Path("models/exported")
-# export.formats entry -> (format, quantisation, file name)
-TARGETS = {"litert": ("litert", "none", "model.tflite"),
-           "litert_float16": ("litert", "float16", "model_float16.tflite"),
-           "litert_int8": ("litert", "int8", "model_int8.tflite"),
-           "onnx": ("onnx", "none", "model.onnx")}
+MODEL = "models/model.keras"
 
 
 def main() -> None:
+    from skinsage.export.formats import TARGETS
+
     formats = load_params("params.yaml").export.formats or ()
     with atomic_dir(OUT) as staging:  # the folder appears whole, or the old one stays
         if formats:
@@ -29,17 +27,12 @@ def main() -> None:
 
 
 def export_all(formats, folder: Path) -> None:
-    from skinsage.export.convert import calibration_images, export_model
-    from skinsage.model.model_file import load_model
+    from skinsage.export.convert import export_files
+    from skinsage.export.formats import TARGETS
 
-    model, metadata = load_model("models/model.keras")
-    for name in formats:
-        fmt, quantize, filename = TARGETS[name]
-        calibration = (calibration_images("data/prepared", metadata["image_size"])
-                       if quantize == "int8" else None)
-        result = export_model(model, metadata, folder / filename, fmt, quantize,
-                              calibration=calibration, source="models/model.keras")
-        print(f"export: {filename} ({result.verification})")
+    requests = [(folder / TARGETS[name][2], *TARGETS[name][:2]) for name in formats]
+    for (path, _, _), result in zip(requests, export_files(MODEL, requests)):
+        print(f"export: {path.name} ({result.verification})")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as `pyt
 from dvclive import Live  # noqa: E402
 
 from skinsage.errors import run_reporting_errors  # noqa: E402
+from skinsage.contracts.history import LIVE_DIR  # noqa: E402
+from skinsage.contracts.training import TRAIN_FILE, TRAIN_FULL_FILE, train_headline  # noqa: E402
 from skinsage.fileio import write_json  # noqa: E402
 from skinsage.model.model_file import save_model  # noqa: E402
 from skinsage.params import load_params  # noqa: E402
 from skinsage.prepared import check_prepared_params, load_prepared  # noqa: E402
 from skinsage.train.distribute import is_chief  # noqa: E402
-from skinsage.train.history import LIVE_DIR  # noqa: E402
-from skinsage.train.trainer import headline_summary, model_metadata, train_model  # noqa: E402
+from skinsage.train.trainer import model_metadata, train_model  # noqa: E402
 
 
 def main() -> None:
@@ -29,8 +30,8 @@ def main() -> None:
     with Live(LIVE_DIR, dvcyaml=None, save_dvc_exp=False) as live:
         model, _, summary = train_model(params, data, live=live)
     save_model(model, "models/model.keras", model_metadata(params, data, summary))
-    write_json("metrics/train_full.json", summary)
-    write_json("metrics/train.json", headline_summary(summary))
+    write_json(f"metrics/{TRAIN_FULL_FILE}", summary)
+    write_json(f"metrics/{TRAIN_FILE}", train_headline(summary))
 
 
 if __name__ == "__main__":

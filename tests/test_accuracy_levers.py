@@ -38,7 +38,7 @@ def test_without_batch_norm_the_cnn_is_the_seed_architecture():
     kinds = layer_types(model)
     assert kinds.count("Conv2D") == 3 and kinds.count("MaxPooling2D") == 3
     assert "BatchNormalization" not in kinds and kinds.count("Flatten") == 1
-    assert [type(l).__name__ for l in model.layers if isinstance(l, keras.layers.Dense)] == ["Dense", "Dense"]
+    assert [type(x).__name__ for x in model.layers if isinstance(x, keras.layers.Dense)] == ["Dense", "Dense"]
     assert model.output_shape == (None, 7)
 
 
@@ -50,7 +50,7 @@ def test_batch_norm_stride_and_average_pooling_options():
     kinds = layer_types(model)
     assert kinds.count("BatchNormalization") == 4 and kinds.count("ReLU") == 4
     assert "GlobalAveragePooling2D" in kinds and "Flatten" not in kinds
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs[0].strides == (2, 2) and all(c.strides == (1, 1) for c in convs[1:])
     assert not any(c.use_bias for c in convs)  # BatchNorm's shift replaces the bias
     # 64 / 2 (stride) / 2**4 (pools) = 2: the last block's map is 2x2
@@ -62,7 +62,7 @@ def test_two_convs_per_block_double_the_convs_not_the_pools():
     p = params(**{"models.cnn.image_size": 64, "models.cnn.filters": [8, 16, 16, 32], "models.cnn.stem_stride": 2,
                   "models.cnn.convs_per_block": 2}).models.cnn
     model = build_cnn(3, p)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [8, 8, 16, 16, 16, 16, 32, 32]
     assert convs[0].strides == (2, 2) and all(c.strides == (1, 1) for c in convs[1:])
     kinds = layer_types(model)
@@ -174,7 +174,8 @@ def test_fixed_tau_is_applied_and_null_leaves_the_model_alone():
     images = data.splits["val"].images
     inner = keras.Model(adjusted.inputs, adjusted.layers[-2].output)
     np.testing.assert_allclose(adjusted.predict(images, verbose=0),
-                               adjust(inner.predict(images, verbose=0), class_prior(data.splits["train"].labels, 2), 1.5),
+                               adjust(inner.predict(images, verbose=0),
+                                      class_prior(data.splits["train"].labels, 2), 1.5),
                                rtol=1e-5)
 
 
@@ -278,14 +279,16 @@ def test_tau_sweep_scores_exactly_what_the_adjusted_model_scores_under_flip_tta(
         assert row["accuracy"] == pytest.approx(np.mean(adjusted.argmax(axis=1) == labels), abs=1e-9), row["tau"]
 
 
-def test_restored_epoch_ignores_epochs_before_start_from_epoch():
-    from skinsage.train.phase import monitored_best
+def test_best_phase_needs_a_strictly_better_later_phase():
+    from skinsage.train.phase import PhaseResult, best_phase
 
-    losses = [0.5, 0.9, 0.8, 0.7, 0.75]
-    assert monitored_best(losses, "val_loss", 0) == 0
-    assert monitored_best(losses, "val_loss", 2) == 3
-    assert monitored_best(losses, "val_loss", 99) == 4  # clamped to the last epoch, as fit_phase does
-    assert monitored_best([0.6, 0.7, 0.65], "val_accuracy", 1) == 1
+    def phase(losses, best):
+        return PhaseResult("x", {"loss": losses, "val_loss": losses}, False, 0.0, best_epoch=best)
+
+    head = phase([0.9, 0.5, 0.6], 1)
+    assert best_phase([head, phase([0.7, 0.4], 1)], "val_loss") == 1
+    assert best_phase([head, phase([0.5, 0.6], 0)], "val_loss") == 0  # a tie keeps the head's weights
+    assert best_phase([head, phase([float("nan")], 0)], "val_loss") == 0  # a diverged phase never wins
 
 
 def test_summary_best_epoch_is_the_restored_one():
@@ -294,7 +297,7 @@ def test_summary_best_epoch_is_the_restored_one():
                               "train.logit_adjustment.tau": None})
     _, history, summary = training.train_model(p, data)
     losses = [row["val_loss"] for row in history]
-    assert summary["best_epoch"] == 3 + int(np.argmin(losses[2:]))
+    assert summary["best_epoch"] == 3 + int(np.argmin(losses[2:]))  # Keras' EarlyStopping's, recorded once
     assert summary["best_val_loss"] == pytest.approx(min(losses[2:]))
 
 

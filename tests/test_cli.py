@@ -294,3 +294,8 @@ def test_installed_console_script():
             pytest.skip("the package is not installed (make setup runs pip install -e .)")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "skinsage 0.1.0"
+
+
+def test_the_old_metadata_flag_names_its_new_name(capsys, tmp_path):
+    code, _, err = run(capsys, "predict", "--metadata", str(tmp_path / "clinical.csv"), str(tmp_path))
+    assert code == 1 and "error: --metadata was renamed to --clinical: pass --clinical FILE.csv" in err

@@ -1,5 +1,5 @@
-"""Clinical metadata (age, sex, anatomical site) carried by `prepare` and used as model inputs, on a
-small generated CSV dataset whose label is decided by the metadata alone (the images are noise)."""
+"""Clinical data (age, sex, anatomical site) carried by `prepare` and used as model inputs, on a
+small generated CSV dataset whose label is decided by the clinical data alone (the images are noise)."""
 
 from __future__ import annotations
 
@@ -37,12 +37,12 @@ def clinical_dataset(tmp_path: Path, per_class: int = 30) -> tuple[Path, Path, l
     return write_csv(tmp_path / "metadata.csv", HEADER, rows), images, rows
 
 
-def clinical_params(csv_path: Path, images: Path, metadata=("age", "sex", "site"), **overrides):
+def clinical_params(csv_path: Path, images: Path, clinical=("age", "sex", "site"), **overrides):
     return load_params(ROOT / "params.yaml", {
         "data.source": "csv", "data.csv.path": str(csv_path), "data.csv.images": str(images),
         "data.csv.id": "image_id", "data.csv.label": "dx", "data.csv.group": "lesion_id",
         "data.csv.clinical": HAM_CLINICAL, "model": "cnn", "models.cnn.image_size": SIZE,
-        "models.cnn.filters": [4, 8], "models.cnn.dense_units": 16, "models.cnn.metadata": list(metadata),
+        "models.cnn.filters": [4, 8], "models.cnn.dense_units": 16, "models.cnn.clinical": list(clinical),
         "data.workers": 1, "train.epochs": 25, "train.batch_size": 16, "train.learning_rate": 0.01,
         "train.early_stopping.start_from_epoch": 25, "evaluate.bootstrap": 0, "models.cnn.dropout": 0,
         "train.label_smoothing": 0, "train.lr_schedule": "constant", **overrides})
@@ -53,11 +53,11 @@ def clinical_params(csv_path: Path, images: Path, metadata=("age", "sex", "site"
 def test_prepare_keeps_age_sex_and_site_per_split(tmp_path):
     csv_path, images, rows = clinical_dataset(tmp_path)
     prepare(clinical_params(csv_path, images), tmp_path / "prepared", tmp_path / "data.json")
-    assert load_labels(tmp_path / "prepared")["metadata"] == ["age", "sex", "site"]
+    assert load_labels(tmp_path / "prepared")["clinical"] == ["age", "sex", "site"]
     data = load_prepared(tmp_path / "prepared")
     missing_ages, sexes = 0, set()
     for split in data.splits.values():
-        meta = split.metadata
+        meta = split.clinical
         assert meta["age"].dtype == np.float64 and len(meta["sex"]) == len(split.labels)
         # each image kept its own row's values through the split: the site is its class's
         assert [SITE_OF[data.class_names[label]] for label in split.labels] == meta["site"].tolist()
@@ -67,12 +67,12 @@ def test_prepare_keeps_age_sex_and_site_per_split(tmp_path):
     assert missing_ages == sum(1 for row in rows if row[3] == "") > 0
 
 
-def test_prepare_without_clinical_columns_writes_no_metadata(tmp_path):
+def test_prepare_without_clinical_columns_writes_no_clinical_data(tmp_path):
     csv_path, images, _ = clinical_dataset(tmp_path, per_class=4)
-    p = clinical_params(csv_path, images, metadata=(), **{"data.csv.clinical": None})
+    p = clinical_params(csv_path, images, clinical=(), **{"data.csv.clinical": None})
     prepare(p, tmp_path / "prepared", tmp_path / "data.json")
-    assert load_labels(tmp_path / "prepared")["metadata"] == []
-    assert all(s.metadata is None for s in load_prepared(tmp_path / "prepared").splits.values())
+    assert load_labels(tmp_path / "prepared")["clinical"] == []
+    assert all(s.clinical is None for s in load_prepared(tmp_path / "prepared").splits.values())
 
 
 def test_a_missing_clinical_column_and_a_bad_age_are_refused_naming_them(tmp_path):
@@ -87,19 +87,19 @@ def test_a_missing_clinical_column_and_a_bad_age_are_refused_naming_them(tmp_pat
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"data.source": "medmnist"}, "models.cnn.metadata: .* only the csv source carries"),
+    ({"data.source": "medmnist"}, "models.cnn.clinical: .* only the csv source carries"),
     ({"data.csv.clinical": {"age": "age", "sex": "sex", "site": None}},
-     "models.cnn.metadata: lists site but data.csv.clinical names no column for it; set data.csv.clinical.site"),
+     "models.cnn.clinical: lists site but data.csv.clinical names no column for it; set data.csv.clinical.site"),
     ({"data.csv.clinical": {"age": None, "sex": None, "site": None}}, "data.csv.clinical: name at least one column"),
-    ({"train.mixup": 0.2}, "train.mixup: mixup blends images but not clinical metadata"),
-    ({"models.cnn.metadata": ["age", "age"]}, "models.cnn.metadata: a field is listed twice"),
+    ({"train.mixup": 0.2}, "train.mixup: mixup blends images but not clinical data"),
+    ({"models.cnn.clinical": ["age", "age"]}, "models.cnn.clinical: a field is listed twice"),
 ])
-def test_params_refuse_metadata_the_data_cannot_supply(tmp_path, overrides, message):
+def test_params_refuse_clinical_data_the_data_cannot_supply(tmp_path, overrides, message):
     with pytest.raises(ParamsError, match=message):
         clinical_params(tmp_path / "x.csv", tmp_path, **overrides)
 
 
-# --- a model trained where the metadata decides the label ----------------------------------------
+# --- a model trained where the clinical data decides the label ----------------------------------------
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -121,13 +121,13 @@ def one_image(root: Path) -> np.ndarray:
     return load_prepared(root / "prepared", splits=("test",)).splits["test"].images[:1]
 
 
-def test_metadata_reaches_the_model_and_decides_the_prediction(trained):
+def test_clinical_data_reaches_the_model_and_decides_the_prediction(trained):
     from skinsage.app.classifier import Classifier
 
     root, _ = trained
     clf = Classifier.load(root / "model.keras")
     image = one_image(root)[0]
-    labels = {dx: clf.predict(image, metadata={"age": 40, "sex": "male", "site": site}).label
+    labels = {dx: clf.predict(image, clinical={"age": 40, "sex": "male", "site": site}).label
               for dx, site in SITE_OF.items()}
     assert labels == {dx: dx for dx in SITE_OF}  # same image, different site -> its class
 
@@ -138,11 +138,11 @@ def test_missing_and_unseen_values_are_encoded_not_refused(trained):
     root, _ = trained
     clf = Classifier.load(root / "model.keras")
     image = one_image(root)[0]
-    for metadata in ({"age": None, "sex": "", "site": "face"}, {"age": float("nan"), "sex": "unknown", "site": "face"},
+    for clinical in ({"age": None, "sex": "", "site": "face"}, {"age": float("nan"), "sex": "unknown", "site": "face"},
                      {"age": "", "sex": "intersex", "site": "face"}):  # "intersex": never seen in training
-        prediction = clf.predict(image, metadata=metadata)
+        prediction = clf.predict(image, clinical=clinical)
         assert prediction.label == "bcc" and math.isclose(sum(prediction.probabilities.values()), 1, abs_tol=1e-6)
-    unseen_site = clf.predict(image, metadata={"age": 40, "sex": "male", "site": "sole of the foot"})
+    unseen_site = clf.predict(image, clinical={"age": 40, "sex": "male", "site": "sole of the foot"})
     assert sum(unseen_site.probabilities.values()) == pytest.approx(1)
 
 
@@ -172,7 +172,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_predict_matches_metadata_csv_rows_by_file_name(trained, tmp_path, capsys):
+def test_predict_matches_clinical_csv_rows_by_file_name(trained, tmp_path, capsys):
     """Rows named with or without the extension, columns named as in training (localization) or
     by field; each image predicted with its own row; an image without a row is reported."""
     from PIL import Image
@@ -184,10 +184,10 @@ def test_predict_matches_metadata_csv_rows_by_file_name(trained, tmp_path, capsy
     write_csv(tmp_path / "clinical.csv", ["image", "age", "sex", "localization"],
               [["a.png", "40", "male", "face"], ["b", "", "", "back"], ["c.PNG", "60", "unknown", "leg"]])
     code, out, err = run(capsys, "predict", "--model", root / "model.keras", "--format", "json",
-                         "--metadata", tmp_path / "clinical.csv", tmp_path)
+                         "--clinical", tmp_path / "clinical.csv", tmp_path)
     labels = {Path(p["path"]).stem: p["label"] for p in json.loads(out)["predictions"]}
     assert code == 0 and labels == {"a": "bcc", "b": "mel", "c": "nv"}
-    assert f"skipped {tmp_path / 'd.png'}: no row for this image in --metadata" in err
+    assert f"skipped {tmp_path / 'd.png'}: no row for this image in --clinical" in err
 
 
 def test_predict_one_image_with_flags_and_refusals(trained, tmp_path, capsys):
@@ -200,17 +200,17 @@ def test_predict_one_image_with_flags_and_refusals(trained, tmp_path, capsys):
                        "--site", "leg", tmp_path / "x.png")
     assert code == 0 and out.splitlines()[1].split(",")[2] == "nv"  # path, image_size, label_1
     code, _, err = run(capsys, "predict", "--model", model, tmp_path / "x.png")
-    assert code == 1 and "takes clinical metadata besides the image (age, sex, site) and none was given. " \
-        "Pass --metadata FILE.csv" in err and "--age VALUE --sex VALUE --site VALUE" in err
+    assert code == 1 and "takes clinical data besides the image (age, sex, site) and none was given. " \
+        "Pass --clinical FILE.csv" in err and "--age VALUE --sex VALUE --site VALUE" in err
     code, _, err = run(capsys, "predict", "--model", model, "--site", "leg", tmp_path / "x.png")
     assert code == 1 and "also pass --age --sex ('unknown' when not known)" in err
     write_csv(tmp_path / "bad.csv", ["image", "age", "sex", "site_name"], [["x", "1", "male", "leg"]])
-    code, _, err = run(capsys, "predict", "--model", model, "--metadata", tmp_path / "bad.csv", tmp_path / "x.png")
+    code, _, err = run(capsys, "predict", "--model", model, "--clinical", tmp_path / "bad.csv", tmp_path / "x.png")
     assert code == 1 and "no value for 'site' (give it as site or localization" in err
     code, _, err = run(capsys, "explain", "--model", model, "--out", tmp_path / "maps", tmp_path / "x.png")
     assert code == 1 and "Grad-CAM (`skinsage explain`, the web app) supports image-only models" in err
     code, _, err = run(capsys, "export", "--model", model, "--format", "onnx", "--out", tmp_path / "m.onnx")
-    assert code == 1 and "export supports image-only models; this one also takes clinical metadata" in err
+    assert code == 1 and "export supports image-only models; this one also takes clinical data" in err
 
 
 def test_info_lists_the_clinical_inputs(trained, capsys):
@@ -227,7 +227,7 @@ def test_web_app_refuses_a_clinical_model_at_start(trained):
         create_app(Classifier.load(trained[0] / "model.keras"))
 
 
-def test_image_only_model_warns_that_metadata_is_ignored(model_path, tmp_path, capsys):
+def test_image_only_model_warns_that_clinical_data_is_ignored(model_path, tmp_path, capsys):
     from PIL import Image
 
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "x.png")
@@ -235,7 +235,7 @@ def test_image_only_model_warns_that_metadata_is_ignored(model_path, tmp_path, c
     assert code == 0 and "takes images only; --sex is ignored" in err
 
 
-def test_evaluate_stage_and_skinsage_evaluate_agree_with_metadata(trained, tmp_path, capsys, monkeypatch):
+def test_evaluate_stage_and_skinsage_evaluate_agree_with_clinical_data(trained, tmp_path, capsys, monkeypatch):
     """The `evaluate` stage's script and `skinsage evaluate --data data/prepared` on one project."""
     import runpy
     import shutil
@@ -254,7 +254,7 @@ def test_evaluate_stage_and_skinsage_evaluate_agree_with_metadata(trained, tmp_p
     recorded = json.loads((project / "metrics" / "eval_full.json").read_text())
     code, _, _ = run(capsys, "evaluate", "--data", "data/prepared", "--out", "cli.json", "--bootstrap", "0")
     cli = json.loads((project / "cli.json").read_text())["metrics"]
-    assert code == 0 and recorded["accuracy"] > 0.8  # the metadata was used: the images are noise
+    assert code == 0 and recorded["accuracy"] > 0.8  # the clinical data was used: the images are noise
     for key in ("accuracy", "balanced_accuracy", "auc_macro_ovr", "loss"):
         assert cli[key] == pytest.approx(recorded[key], abs=1e-9), key
     folders = tmp_path / "classes"
@@ -266,7 +266,7 @@ def test_evaluate_stage_and_skinsage_evaluate_agree_with_metadata(trained, tmp_p
     assert code == 1 and f"and {folders} has none: evaluate it on a folder written by `prepare`" in err
 
 
-def metadata_split(per_class: int, seed: int, size: int):
+def clinical_split(per_class: int, seed: int, size: int):
     """Noise images whose class is given by the site; ages and sexes with missing values."""
     from skinsage.prepared import Split
 
@@ -276,11 +276,11 @@ def metadata_split(per_class: int, seed: int, size: int):
     ages = np.where(rng.random(len(labels)) < 0.2, np.nan, rng.integers(20, 80, len(labels)).astype(float))
     sexes = rng.choice(["male", "female", "unknown"], len(labels))
     return Split(rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8), labels.astype(np.int64),
-                 metadata={"age": ages, "sex": sexes, "site": sites})
+                 clinical={"age": ages, "sex": sexes, "site": sites})
 
 
-def test_resnet50_head_trains_on_cached_features_with_metadata(tmp_path):
-    """The head phase takes cached features + metadata; fine-tuning then the whole model's inputs."""
+def test_resnet50_head_trains_on_cached_features_with_clinical_data(tmp_path):
+    """The head phase takes cached features + clinical data; fine-tuning then the whole model's inputs."""
     from skinsage.app.classifier import Classifier
     from skinsage.model.model_file import save_model
     from skinsage.prepared import PreparedData
@@ -288,18 +288,18 @@ def test_resnet50_head_trains_on_cached_features_with_metadata(tmp_path):
 
     p = clinical_params(tmp_path / "x.csv", tmp_path, **{
         "model": "resnet50", "models.resnet50.weights": None, "models.resnet50.image_size": 32,
-        "models.resnet50.dense_units": 16, "models.resnet50.metadata": ["age", "sex", "site"],
+        "models.resnet50.dense_units": 16, "models.resnet50.clinical": ["age", "sex", "site"],
         "models.resnet50.fine_tune.epochs": 1, "models.resnet50.dropout": 0, "train.epochs": 30})
-    data = PreparedData(list(SITE_OF), "generated", 32, {"train": metadata_split(12, 1, 32),
-                                                         "val": metadata_split(3, 2, 32)})
+    data = PreparedData(list(SITE_OF), "generated", 32, {"train": clinical_split(12, 1, 32),
+                                                         "val": clinical_split(3, 2, 32)})
     model, _, summary = train_model(p, data)
     assert summary["feature_caching"] and summary["fine_tune_epochs_run"] == 1
     save_model(model, tmp_path / "model.keras", model_metadata(p, data, summary))
     clf = Classifier.load(tmp_path / "model.keras")
     image = data.splits["val"].images[0]
-    probs = np.array([list(clf.predict(image, metadata={"age": 50, "sex": "male", "site": site}).probabilities.values())
+    probs = np.array([list(clf.predict(image, clinical={"age": 50, "sex": "male", "site": site}).probabilities.values())
                       for site in SITE_OF.values()])  # row: site given, column: class (SITE_OF's order)
-    # each class is most probable when its own site is given: the metadata reaches the head
+    # each class is most probable when its own site is given: the clinical data reaches the head
     assert (probs.argmax(axis=0) == np.arange(len(SITE_OF))).all(), probs
 
 
@@ -310,7 +310,7 @@ REAL = (ROOT / ".." / "shared" / "data").resolve()
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not (REAL / "ham10000_metadata.csv").exists(), reason=f"real data not found at {REAL}")
-def test_real_ham10000_metadata_arrays(tmp_path):
+def test_real_ham10000_clinical_arrays(tmp_path):
     """The csv source on HAM10000's own metadata at 28 px: every image's age, sex and site as in
     its CSV row (ages 0-90, NaN exactly where the cell is empty)."""
     import csv
@@ -327,9 +327,9 @@ def test_real_ham10000_metadata_arrays(tmp_path):
         skipped = {Path(row["path"]).stem for row in csv.DictReader(f)}
     rows = [row for row in rows if row["image_id"] not in skipped]  # the images in the splits
     data = load_prepared(tmp_path / "prepared")
-    ages = np.concatenate([s.metadata["age"] for s in data.splits.values()])
-    sites = set(np.concatenate([s.metadata["site"] for s in data.splits.values()]).tolist())
-    sexes = set(np.concatenate([s.metadata["sex"] for s in data.splits.values()]).tolist())
+    ages = np.concatenate([s.clinical["age"] for s in data.splits.values()])
+    sites = set(np.concatenate([s.clinical["site"] for s in data.splits.values()]).tolist())
+    sexes = set(np.concatenate([s.clinical["sex"] for s in data.splits.values()]).tolist())
     assert len(ages) == len(rows)  # every image of the CSV is in a split, or in skipped.csv
     assert np.nanmin(ages) >= 0 and np.nanmax(ages) <= 90
     assert int(np.isnan(ages).sum()) == sum(1 for row in rows if not row["age"].strip())
@@ -348,9 +348,9 @@ def test_model_card_grad_cam_examples_are_skipped_for_a_clinical_model(trained):
 
 @pytest.mark.e2e
 def test_dvc_exp_run_with_the_csv_source_and_clinical_inputs(tmp_path, capsys):
-    """The documented way in: `dvc exp run -S data.source=csv ... -S models.cnn.metadata=[...]` on a
-    CSV dataset split by lesion; no lesion crosses splits, the metadata model learns what the site
-    decides, and the model it saves predicts from `--metadata`."""
+    """The documented way in: `dvc exp run -S data.source=csv ... -S models.cnn.clinical=[...]` on a
+    CSV dataset split by lesion; no lesion crosses splits, the clinical model learns what the site
+    decides, and the model it saves predicts from `--clinical`."""
     from dvc_project import copy_project, dvc
 
     csv_path, images, rows = clinical_dataset(tmp_path / "raw", per_class=30)
@@ -361,7 +361,7 @@ def test_dvc_exp_run_with_the_csv_source_and_clinical_inputs(tmp_path, capsys):
     dvc(project, "exp", "run", "-S", "model=cnn", "-S", "data.source=csv", "-S", f"data.csv.path={csv_path}",
         "-S", f"data.csv.images={images}", "-S", "data.csv.id=image_id", "-S", "data.csv.label=dx",
         "-S", "data.csv.group=lesion_id", "-S", "data.csv.clinical={age: age, sex: sex, site: localization}",
-        "-S", "models.cnn.metadata=[age, sex, site]", "-S", f"models.cnn.image_size={SIZE}",
+        "-S", "models.cnn.clinical=[age, sex, site]", "-S", f"models.cnn.image_size={SIZE}",
         "-S", "models.cnn.filters=[4, 8]")
     data = json.loads((project / "metrics" / "data.json").read_text())
     assert data["groups"]["crossing_splits"] == 0 and sum(data["groups"]["per_split"].values()) == len(rows)

@@ -178,17 +178,17 @@ def test_bad_one_hot_rows_are_refused(tmp_path):
         load(csv_path, tmp_path / "img", id="image", label=["MEL", "NV"], exclude=["UNK"])
 
 
-def test_metadata_csv_supplies_the_group(tmp_path):
+def test_extra_csv_supplies_the_group(tmp_path):
     """ISIC 2019: labels in the ground-truth CSV, lesion_id in a second one joined on the id."""
     csv_path, images, rows = ham_like(tmp_path)
     labels = write_csv(tmp_path / "gt.csv", ["image_id", "dx"], [[image_id, dx] for _, image_id, dx in rows])
-    raw = load(labels, images, **HAM, group="lesion_id", metadata=str(csv_path))
+    raw = load(labels, images, **HAM, group="lesion_id", extra_csv=str(csv_path))
     lesion = {image_id: lesion_id for lesion_id, image_id, _ in rows}
     assert [lesion[Path(p).stem] for p in raw.paths["all"]] == raw.groups["all"].tolist()
 
     write_csv(csv_path, ["lesion_id", "image_id", "dx"], rows[1:])
     with pytest.raises(CsvError, match=r"gt.csv: row 2, column 'image_id': id 'ISIC_00001' has no row in"):
-        load(labels, images, **HAM, group="lesion_id", metadata=str(csv_path))
+        load(labels, images, **HAM, group="lesion_id", extra_csv=str(csv_path))
 
 
 def test_empty_group_cell_is_a_group_of_its_own(tmp_path):

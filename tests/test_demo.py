@@ -29,7 +29,8 @@ def small_dermamnist() -> bytes:
     arrays = {}
     for split, n in (("train", 36), ("val", 9), ("test", 9)):
         labels = np.arange(n) % 3
-        images = rng.integers(0, 60, (n, 28, 28, 3), dtype=np.uint8) + (labels * 60)[:, None, None, None].astype(np.uint8)
+        images = (rng.integers(0, 60, (n, 28, 28, 3), dtype=np.uint8)
+                  + (labels * 60)[:, None, None, None].astype(np.uint8))
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

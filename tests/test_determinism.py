@@ -41,8 +41,8 @@ def test_two_forced_runs_are_identical(tmp_path):
                  if (first / rel).read_bytes() != (project / rel).read_bytes()]
     assert not differing, f"differ between two runs with the same seed: {differing}"
     lock = [yaml.safe_load((root / "dvc.lock").read_text()) for root in (first, project)]
-    prepared = [next(o for o in l["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
-                for l in lock]
+    prepared = [next(o for o in locked["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
+                for locked in lock]
     assert prepared[0]["md5"] == prepared[1]["md5"]  # DVC sees the same data: no needless retrain
 
     from skinsage.model.model_file import load_model

@@ -7,7 +7,6 @@ are subprocesses (tests/distributed_run.py, stages/train.py)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -163,7 +162,8 @@ def finish(process: subprocess.Popen, name: str) -> str:
 
 @pytest.mark.e2e
 def test_two_worker_stage_matches_one_worker_and_only_the_chief_writes(tmp_path):
-    chief = copy_project(tmp_path / "chief", {**STAGE_PARAMS, "train.batch_size": 16, "train.distribute": "multi_worker"})
+    chief = copy_project(tmp_path / "chief", {**STAGE_PARAMS, "train.batch_size": 16,
+                                              "train.distribute": "multi_worker"})
     dvc(chief, "repro", "prepare")
     other = Path(shutil.copytree(chief, tmp_path / "worker1", symlinks=True))  # each worker its own copy
     single = Path(shutil.copytree(chief, tmp_path / "single", symlinks=True))

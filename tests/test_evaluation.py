@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from skinsage.evaluate.curves import calibration_bins, read_rows
-from skinsage.evaluate.outputs import EVALUATION_FILES, HEADLINE_KEYS, json_safe, write_evaluation
+from skinsage.contracts.evaluation import EVALUATION_FILES, HEADLINE_KEYS, json_safe, read_rows
+from skinsage.evaluate.curves import calibration_bins
+from skinsage.evaluate.outputs import write_evaluation
 from skinsage.evaluate.scoring import evaluate_split
 from skinsage.prepared import Split
 from skinsage.evaluate.metrics import (SUMMARY_KEYS, bootstrap_ci, brier_score, confusion, evaluate_predictions,

@@ -23,12 +23,12 @@ from PIL import EpsImagePlugin, Image
 from skinsage import fileio
 from skinsage.app import classifier as classifier_module
 from skinsage.app import cli
-from skinsage.app.classifier import Classifier, Prediction
+from skinsage.app.classifier import Prediction
 from skinsage.app.console import predictions_csv, predictions_table
 from skinsage.data.images import ImageError, load_image
 from skinsage.data.prepare import prepare
 from skinsage.data.sources.medmnist import MedmnistError, read_npz
-from skinsage.errors import SkinSageError, run_reporting_errors
+from skinsage.errors import run_reporting_errors
 from skinsage.model.model_file import METADATA_ENTRY, ModelFileError, save_model
 from skinsage.params import ParamsError, load_params
 from tiny_model import CLASSES, ROOT, SIZE, noise, save

@@ -80,6 +80,8 @@ def _assert_typed(key, value, hint):
 
 def _is_typed(value, hint) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:  # a word inside a union: Union[float, Literal["auto"], None]
+        return value in args and type(value) is type(next(a for a in args if a == value))
     if origin is tuple:  # tuple[int, ...]: lists in YAML become tuples (params stay frozen)
         return isinstance(value, tuple) and bool(value) and all(type(v) is args[0] for v in value)
     if origin is dict:  # data.csv.classes: keys and values as strings
@@ -390,3 +392,68 @@ def test_infinite_learning_rate_is_refused():
 def test_override_below_a_scalar_is_a_params_error():
     with pytest.raises(ParamsError, match="seed"):
         load_params(PARAMS, {"seed.x": 1})
+
+
+@pytest.mark.parametrize("old, new, value", [
+    ("models.cnn.metadata", "models.cnn.clinical", []),
+    ("models.resnet50.metadata", "models.resnet50.clinical", ["age"]),
+    ("data.csv.metadata", "data.csv.extra_csv", None),
+])
+def test_renamed_keys_say_what_to_rename(tmp_path, old, new, value):
+    """An older workspace's params.yaml (or -S override) is told the new name, not 'unknown key'."""
+    message = refused(re.escape(f"{old} was renamed to {new}: rename the key in params.yaml"), {old: value})
+    raw = raw_params()
+    *parents, leaf = new.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[old.rsplit(".", 1)[1]] = node.pop(leaf)
+    with pytest.raises(ParamsError, match=re.escape(f"{old} was renamed to {new}")):
+        load_params(write_params(tmp_path, raw))
+    assert "unknown key" not in message
+
+
+@pytest.mark.parametrize("written, expected", [("1.5", 1.5), ("2", 2.0), ("auto", "auto"), ("null", None)])
+def test_a_number_or_auto_arrives_typed(tmp_path, written, expected):
+    """`dvc exp run -S train.temperature=1.5` writes 1.5 into params.yaml: it arrives as the float
+    1.5 (not the string '1.5' parsed again by each user), `auto` as 'auto', null as None."""
+    raw = raw_params()
+    raw["train"]["temperature"] = raw["train"]["logit_adjustment"]["tau"] = yaml.safe_load(written)
+    p = load_params(write_params(tmp_path, raw))
+    for value in (p.train.temperature, p.train.logit_adjustment.tau):
+        assert value == expected and type(value) is type(expected)
+    override = load_params(PARAMS, {"train.temperature": written}).train.temperature  # a string as typed
+    assert override == expected and type(override) is type(expected)
+
+
+def test_a_number_or_auto_refuses_anything_else():
+    refused(re.escape("train.temperature: 'often' is not a number, auto or null"), {"train.temperature": "often"})
+    refused(re.escape("train.logit_adjustment.tau: 'True' is not a number, auto or null"),
+            {"train.logit_adjustment.tau": True})
+    refused("train.temperature: must be in 0.05..20", {"train.temperature": 30})
+
+
+def test_a_section_check_method_runs_at_load(monkeypatch):
+    """How a new section gets its ranges checked: a `check(where)` method, called by the converter."""
+    from skinsage import params as module
+
+    def check(self, where):
+        if self.patience > 10:
+            raise ParamsError(f"{where}.patience: at most 10 here")
+    monkeypatch.setattr(module.EarlyStoppingParams, "check", check, raising=False)
+    refused(re.escape("params.yaml.train.early_stopping.patience: at most 10 here"),
+            {"train.early_stopping.patience": 11})
+    assert load_params(PARAMS, {"train.early_stopping.patience": 10}).train.early_stopping.patience == 10
+
+
+def test_data_prepared_before_a_key_rename_still_matches(tmp_path):
+    """labels.json of a folder prepared before data.csv.metadata became data.csv.extra_csv."""
+    from skinsage.prepared import PreparedParamsError, check_prepared_params, prepare_params, save_labels
+
+    params = load_params(PARAMS)
+    recorded = {("data.csv.metadata" if key == "data.csv.extra_csv" else key): value
+                for key, value in prepare_params(params).items()}
+    save_labels(tmp_path, ["a", "b"], "x", params.image_size, "npz", {"prepare_params": recorded})
+    check_prepared_params(params, tmp_path)  # no error
+    with pytest.raises(PreparedParamsError, match="data.seed is 7 in params.yaml"):
+        check_prepared_params(load_params(PARAMS, {"data.seed": 7}), tmp_path)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dvc_project import TINY_SYNTHETIC, copy_project, dvc, set_params
-from skinsage.train.history import read_history
+from skinsage.contracts.history import read_history
 
 pytestmark = pytest.mark.e2e
 STAGES = ("prepare", "train", "evaluate", "plot")

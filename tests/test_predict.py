@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from skinsage import Classifier, Prediction
-from skinsage.app.classifier import PredictError, collect_images
+from skinsage.app.classifier import PredictError
+from skinsage.app.files import collect_images
 from skinsage.app.evaluation_data import LabelledDataError, match_folders
 from skinsage.app.model_info import recorded_test_metrics
 from skinsage.data.images import ImageError
@@ -59,7 +60,7 @@ def test_file_prediction_equals_prediction_of_its_prepared_array(tmp_path, clf):
     prepared = np.concatenate([split.images for split in data.splits.values()])
     assert len(prepared) == len(files)  # nothing skipped, nothing merged
     for path in files:
-        from_file = clf.prepare(path)
+        from_file = clf.input_array(path)
         matches = [array for array in prepared if np.array_equal(array, from_file)]
         assert len(matches) == 1, f"{path.name}: decoded differently from prepare"
         by_file, by_array = clf.predict(path), clf.predict(matches[0])
@@ -75,7 +76,7 @@ def test_exif_rotated_photo_is_turned_as_prepare_turns_it(tmp_path, clf):
     save(Image.fromarray(noise(2)), tmp_path / "data" / "melanocytic nevi" / "x.jpg")
     raw = load_folder(tmp_path / "data", SIZE, workers=1)  # the source `prepare` reads folders with
     by_prepare = raw.images["all"][raw.paths["all"].index(str(photo))]
-    array = clf.prepare(photo)
+    array = clf.input_array(photo)
     np.testing.assert_array_equal(array, by_prepare)
     top, bottom = array[:4].reshape(-1, 3).mean(0), array[-4:].reshape(-1, 3).mean(0)
     assert top[0] > 180 and top[2] < 80      # upright as displayed: red on top
@@ -95,7 +96,7 @@ def test_exif_rotated_photo_is_turned_as_prepare_turns_it(tmp_path, clf):
 ])
 def test_awkward_image_modes_become_the_expected_rgb(tmp_path, clf, make, expected):
     path = make(tmp_path)
-    array = clf.prepare(path)
+    array = clf.input_array(path)
     assert array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8
     assert np.abs(array.astype(int) - expected).max() <= 3
     result = clf.predict(path)
@@ -223,7 +224,7 @@ def test_a_list_is_one_batch_and_gives_a_list(clf, tmp_path):
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)  # batch size: float noise only
         assert a.probabilities == pytest.approx(clf.predict(item).probabilities, abs=1e-6)
     assert one_batch[5].source == str(path)
-    stacked = np.stack([clf.prepare(x) for x in inputs[:3]])
+    stacked = np.stack([clf.input_array(x) for x in inputs[:3]])
     assert [r.label for r in clf.predict(stacked)] == [r.label for r in one_batch[:3]]
     assert clf.predict([]) == []
 
@@ -362,5 +363,6 @@ def test_tta_of_older_files_comes_from_their_params_and_bad_values_are_refused(t
     save_model(clf.model, tmp_path / "older.keras", older)
     assert Classifier.load(tmp_path / "older.keras").tta == "flips"  # params.evaluate.tta
     save_model(clf.model, tmp_path / "bad.keras", {**clf.metadata, "inference": {"tta": "sideways"}})
-    with pytest.raises(ModelFileError, match="records TTA 'sideways'"):
+    with pytest.raises(ModelFileError,
+                       match="the TTA its SkinSage metadata records must be one of none, flips, got 'sideways'"):
         Classifier.load(tmp_path / "bad.keras")

@@ -12,7 +12,7 @@ import pytest
 
 from skinsage.model.architectures import RESNET50_WEIGHTS_FILE, ModelError, build_resnet50
 from skinsage.model.model_file import load_model, save_model
-from skinsage.params import load_params
+from skinsage.params import RESNET50_BLOCKS, load_params
 from skinsage.prepared import PreparedData, Split
 from skinsage.train import resnet50 as transfer
 from skinsage.train.trainer import model_metadata, train_model
@@ -58,7 +58,7 @@ def test_builder_is_one_flat_graph_with_a_class_output(model):
     assert model.input.dtype == "uint8" and model.input.shape == (None, SIZE, SIZE, 3)
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # no nested ResNet50
     assert model.get_layer("conv5_block3_out") is not None  # reachable for Grad-CAM
-    assert len(transfer.residual_blocks(model)) == 16
+    assert len(transfer.residual_blocks(model)) == RESNET50_BLOCKS == 16  # what params.yaml checks unfreeze against
     probabilities = model.predict(images(5), verbose=0)
     assert probabilities.shape == (5, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 

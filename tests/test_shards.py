@@ -225,11 +225,11 @@ def test_dvc_repro_with_the_shards_store(tmp_path):
     assert 0 <= evaluation["accuracy"] <= 1 and (project / "plots" / "report.md").is_file()
 
 
-def test_clinical_metadata_stays_in_the_npz_store():
-    """The shards store carries no clinical metadata yet: asked for, it is refused by name; auto
+def test_clinical_data_stays_in_the_npz_store():
+    """The shards store carries no clinical data yet: asked for, it is refused by name; auto
     keeps such a dataset in npz whatever its size."""
     clinical = {"data.source": "csv", "data.csv.clinical": {"age": "age", "sex": "sex", "site": None}}
-    with pytest.raises(ParamsError, match="data.store: shards does not carry clinical metadata"):
+    with pytest.raises(ParamsError, match="data.store: shards does not carry clinical data"):
         load_params(ROOT / "params.yaml", {**clinical, "data.store": "shards"})
     params = load_params(ROOT / "params.yaml", {**clinical, "data.store": "auto"})
     assert chosen_store(params, 10**7) == "npz"

@@ -166,7 +166,8 @@ def test_stratified_split_partitions_the_images():
 
 def test_stratified_split_is_seeded():
     labels = imbalanced_labels()
-    split = lambda seed: stratified_split(labels, val=0.1, test=0.2, seed=seed, class_names=NAMES)
+    def split(seed):
+        return stratified_split(labels, val=0.1, test=0.2, seed=seed, class_names=NAMES)
     a, b, c = split(7), split(7), split(8)
     assert all(np.array_equal(a[s], b[s]) for s in SPLITS)
     assert not np.array_equal(a["test"], c["test"]) and not np.array_equal(a["train"], c["train"])
@@ -298,7 +299,8 @@ def test_local_npz_labels_are_checked_against_the_flags_classes(tmp_path, no_net
 
 def test_unknown_medmnist_flag_lists_the_2d_flags(tmp_path, no_network):
     p = params(**{"data.medmnist.flag": "skinmnist", "data.medmnist.path": str(tmp_path)})
-    with pytest.raises(MedmnistError, match="unknown 2D MedMNIST dataset 'skinmnist'; choose one of: .*dermamnist") as caught:
+    with pytest.raises(MedmnistError,
+                       match="unknown 2D MedMNIST dataset 'skinmnist'; choose one of: .*dermamnist") as caught:
         load_medmnist(p.data.medmnist, 28)
     assert "organmnist3d" not in str(caught.value)
 
@@ -342,9 +344,9 @@ def test_cnn_layers_are_the_seed_architecture_and_all_trainable(cnn):
                      "MaxPooling2D", "Flatten", "Dense", "Dropout", "Dense"]
     assert (kinds.count("Conv2D"), kinds.count("MaxPooling2D"), kinds.count("Flatten"),
             kinds.count("Dense")) == (3, 3, 1, 2)
-    convs = [l for l in cnn.layers if isinstance(l, layers.Conv2D)]
+    convs = [layer for layer in cnn.layers if isinstance(layer, layers.Conv2D)]
     assert [c.filters for c in convs] == [4, 8, 8] and all(c.kernel_size == (3, 3) for c in convs)
-    dense = [l for l in cnn.layers if isinstance(l, layers.Dense)]
+    dense = [layer for layer in cnn.layers if isinstance(layer, layers.Dense)]
     assert [d.units for d in dense] == [12, NUM_CLASSES]
     assert dense[-1].activation.__name__ == "softmax" and dense[-1].name == "probabilities"
     assert cnn.get_layer(index=0).scale == pytest.approx(1 / 255)

@@ -14,8 +14,8 @@ from skinsage.params import ParamsError, load_params
 from skinsage.prepared import PreparedData, Split
 from skinsage.train import augment
 from skinsage.train import trainer as training
-from skinsage.train.history import read_history
-from skinsage.train.phase import best_index, class_weights
+from skinsage.contracts.history import read_history
+from skinsage.train.phase import class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 AUG_OFF = {"flip": False, "rotate90": False, "rotation": 0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0}
@@ -213,19 +213,14 @@ def test_dvclive_gets_every_epoch_while_training_runs(tmp_path):
                                                                           "val_accuracy"))
 
 
-def test_best_epoch_skips_diverged_epochs():
-    assert best_index([0.9, float("nan"), 0.5, 0.7], "val_loss") == 2
-    assert best_index([0.2, float("nan"), 0.5], "val_accuracy") == 2
-    assert best_index([float("nan")] * 2, "val_loss") == 0
-
-
 def test_defaults_and_bad_values_are_explained():
     p = params()
     assert p.models.cnn.augment.enabled and not p.models.resnet50.augment.enabled  # ResNet50 keeps feature caching
     assert p.models.resnet50.fine_tune.epochs == 0 and p.models.resnet50.image_size == 224
     assert params(**{"models.resnet50.fine_tune.unfreeze": 3}).models.resnet50.fine_tune.unfreeze == "3"
     bad = {"models.resnet50.fine_tune.unfreeze": 17, "models.resnet50.fine_tune.epochs": -1,
-           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0, "models.cnn.augment.rotation": 200,
+           "models.resnet50.fine_tune.learning_rate": 0, "models.cnn.augment.brightness": 1.0,
+           "models.cnn.augment.rotation": 200,
            "models.cnn.augment.zoom": 1.0,
            "models.resnet50.augment.contrast": -0.1, "train.class_weight": "balance", "models.resnet50.image_size": 16}
     for key, value in bad.items():

@@ -4,7 +4,7 @@
     clf = Classifier.load("models/model.keras")   # load once ...
     clf.predict("lesion.jpg").label                # ... predict many times
     clf.predict(["a.jpg", pil_image, uint8_array])  # a list is one batch, a list comes back
-    clf.predict("lesion.jpg", metadata={"age": 55, "sex": "male", "site": "back"})  # a model with clinical inputs
+    clf.predict("lesion.jpg", clinical={"age": 55, "sex": "male", "site": "back"})  # a model with clinical inputs
 
 Images go through `data.images.load_image`, the function `prepare` uses, so a photo is seen exactly
 as in training; probabilities come from `model.inference`, the path the `evaluate` stage scores, with
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,13 +24,13 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..data.images import ImageError, is_os_clutter, load_image, load_photo
+from ..data.images import ImageError, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
 from ..model.decision import statuses
-from ..model.inference import TTA_CHOICES, predict_outputs
+from ..model.inference import check_tta, predict_outputs
 from ..model.model_file import (check_metadata, check_network, clinical_record, decision_settings,
                                 inference_settings)
-from .clinical_input import MetadataTable, missing_metadata_message, resolve
+from .clinical_input import ClinicalTable, missing_clinical_message, resolve
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 3
@@ -88,12 +88,6 @@ class FileOutcome:
     error: str | None = None
 
 
-@dataclass
-class Collected:
-    files: list[Path] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
 class Classifier:
     """A loaded SkinSage model with its class names and input size. Load once, reuse."""
 
@@ -106,8 +100,8 @@ class Classifier:
         self.path = path
         self.classes, self.image_size = check_metadata(metadata, where)
         check_network(model, metadata, where)
-        if tta is not None and tta not in TTA_CHOICES:
-            raise PredictError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+        if tta is not None:
+            check_tta(tta, PredictError)
         settings = inference_settings(metadata, where)
         self.tta = tta or settings["tta"]
         self.temperature = settings["temperature"]  # fitted on validation by `train`
@@ -133,7 +127,8 @@ class Classifier:
     def load(cls, path: str | Path, tta: str | None = None) -> "Classifier":
         """Read a `.keras` file written by `train` (Keras safe mode: the file cannot run code), or a
         file written by `skinsage export` (.tflite, .onnx, SavedModel folder) with its side JSON."""
-        from ..export.runtime import exported_format, load_exported
+        from ..export.formats import exported_format
+        from ..export.runtime import load_exported
         from ..model.model_file import load_model
 
         model, metadata = load_exported(path) if exported_format(path) else load_model(path)
@@ -143,7 +138,7 @@ class Classifier:
     def kind(self) -> str:
         return str(self.metadata.get("model", "unknown"))
 
-    def prepare(self, source) -> np.ndarray:
+    def input_array(self, source) -> np.ndarray:
         """A path, Pillow image or uint8 array -> the model's (size, size, 3) uint8 input."""
         if isinstance(source, (str, os.PathLike)):
             return load_image(source, self.image_size)
@@ -154,18 +149,18 @@ class Classifier:
         raise PredictError(f"cannot predict a {type(source).__name__}: give a file path, a Pillow "
                            "image or a uint8 array (H, W), (H, W, 3) or (H, W, 4)")
 
-    def predict(self, inputs, top_k: int = DEFAULT_TOP_K, batch_size: int = BATCH_SIZE, metadata=None):
+    def predict(self, inputs, top_k: int = DEFAULT_TOP_K, batch_size: int = BATCH_SIZE, clinical=None):
         """One input -> a Prediction; a list (or an (N, H, W, C) array) -> a list of them.
-        `metadata` for a model with clinical inputs: a dict ({"age": 55, "sex": "male", "site":
+        `clinical` for a model with clinical inputs: a dict ({"age": 55, "sex": "male", "site":
         "back"}; keys may also be the training CSV's column names) for one input, a list of them
         for a list; None or empty for a value not known."""
         single = not isinstance(inputs, (list, tuple)) and not (
             isinstance(inputs, np.ndarray) and inputs.ndim == 4)
         items = [inputs] if single else list(inputs)
-        rows = None if metadata is None else ([metadata] if single else list(metadata))
+        rows = None if clinical is None else ([clinical] if single else list(clinical))
         if rows is not None and len(rows) != len(items):
-            raise PredictError(f"metadata: {len(rows)} row(s) for {len(items)} image(s); give one per image")
-        arrays = [self.prepare(item) for item in items]
+            raise PredictError(f"clinical: {len(rows)} row(s) for {len(items)} image(s); give one per image")
+        arrays = [self.input_array(item) for item in items]
         sources = [str(item) if isinstance(item, (str, os.PathLike)) else None for item in items]
         results = self._predict_arrays(arrays, sources, top_k, batch_size, rows)
         return results[0] if single else results
@@ -180,7 +175,7 @@ class Classifier:
         if class_name is not None and class_name not in self.classes:
             raise PredictError(f"unknown class {class_name!r}; the model's classes: "
                                f"{', '.join(self.classes)}")
-        array = self.prepare(source)
+        array = self.input_array(source)
         target = None if class_name is None else self.classes.index(class_name)
         result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
                                        temperature=self.temperature)
@@ -215,32 +210,69 @@ class Classifier:
     def _refuse_clinical(self, what: str) -> None:
         if self.clinical_inputs:
             raise PredictError(f"{self.path or 'model'}: {what} supports image-only models; this one also "
-                               f"takes clinical metadata ({', '.join(self.clinical_inputs)}). Use `skinsage "
-                               "predict --metadata FILE.csv` (or --age/--sex/--site) for its predictions")
+                               f"takes clinical data ({', '.join(self.clinical_inputs)}). Use `skinsage "
+                               "predict --clinical FILE.csv` (or --age/--sex/--site) for its predictions")
 
     def probabilities(self, images: np.ndarray, batch_size: int = BATCH_SIZE,
-                      metadata: dict | None = None) -> np.ndarray:
+                      clinical: dict | None = None) -> np.ndarray:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
-        exactly what the `evaluate` stage scores for them. `metadata`: field -> (N,) values, for a
+        exactly what the `evaluate` stage scores for them. `clinical`: field -> (N,) values, for a
         model with clinical inputs."""
-        return self.outputs(images, batch_size, metadata)[0]
+        return self.outputs(images, batch_size, clinical)[0]
 
     def outputs(self, images: np.ndarray, batch_size: int = BATCH_SIZE,
-                metadata: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+                clinical: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
         """(probabilities as `probabilities`, (N,) ood scores or None, N statuses): one pass."""
         probs, scores = predict_outputs(self.model, images, batch_size, self.runtime_tta,
-                                        self.runtime_temperature, metadata=metadata)
+                                        self.runtime_temperature, clinical=clinical)
         return probs, scores, statuses(probs, scores, self.decision)
 
-    def metadata_table(self, path: str | Path) -> MetadataTable:
-        """A `--metadata` CSV read for this model's clinical inputs (id column: the training one too)."""
+    def clinical_table(self, path: str | Path) -> ClinicalTable:
+        """A `--clinical` CSV read for this model's clinical inputs (id column: the training one too)."""
         csv_params = ((self.metadata.get("params") or {}).get("data") or {}).get("csv") or {}
-        return MetadataTable(path, self.clinical_inputs, self.clinical_columns, csv_params.get("id"))
+        return ClinicalTable(path, self.clinical_inputs, self.clinical_columns, csv_params.get("id"))
+
+    def clinical_for_files(self, n_files: int, csv_path: str | Path | None = None, values: dict | None = None,
+                           where: str | None = None):
+        """What `predict_files` takes for `skinsage predict`: a ClinicalTable (`csv_path`), one dict
+        (`values` of a single image, e.g. {"age": 55}), or None. Refused when the model needs the
+        data and it is missing; ignored (with a warning) by an image-only model."""
+        where, values = where or self.path or "model", values or {}
+        if csv_path and values:
+            raise PredictError("give the clinical data either as --clinical FILE.csv or as --age/--sex/--site, "
+                               "not both")
+        if not self.clinical_inputs:
+            if csv_path or values:
+                self._warn_image_only("--clinical" if csv_path else "/".join(f"--{name}" for name in values))
+            return None
+        if csv_path:
+            return self.clinical_table(csv_path)
+        if not values:
+            raise PredictError(missing_clinical_message(where, self.clinical_inputs, self.clinical_columns))
+        if n_files > 1:
+            raise PredictError(f"--age/--sex/--site describe a single image, but {n_files} were given; "
+                               "use --clinical FILE.csv with a row per image")
+        missing = [name for name in self.clinical_inputs if name not in values]
+        if missing:
+            raise PredictError(f"{where} takes {', '.join(self.clinical_inputs)}: also pass "
+                               + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
+        return values
+
+    def require_clinical_data(self, split, source) -> None:
+        """Labelled data for `skinsage evaluate` must carry the clinical inputs the model takes."""
+        if self.clinical_inputs and not split.clinical:
+            raise PredictError(f"{self.path or 'model'} takes clinical data ({', '.join(self.clinical_inputs)}) "
+                               f"besides the image, and {source} has none: evaluate it on a folder written by "
+                               "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
+
+    def _warn_image_only(self, given: str) -> None:
+        """The one warning for clinical data given to an image-only model (CLI and Python alike)."""
+        log.warning(f"{self.path or 'model'} takes images only; {given} is ignored")
 
     def predict_files(self, paths: Iterable[str | Path], top_k: int = DEFAULT_TOP_K,
-                      batch_size: int = BATCH_SIZE, metadata=None) -> Iterator[FileOutcome]:
+                      batch_size: int = BATCH_SIZE, clinical=None) -> Iterator[FileOutcome]:
         """Outcomes in input order, a batch at a time; an unreadable file is reported, not raised.
-        `metadata`: a MetadataTable (rows looked up by file name; a file without a row is
+        `clinical`: a ClinicalTable (rows looked up by file name; a file without a row is
         reported), or one dict used for every file.
 
         So is any unexpected exception while reading one file (its type in the reason), unless
@@ -249,12 +281,12 @@ class Classifier:
         while chunk := list(islice(paths, batch_size)):
             arrays, readable, rows, errors = [], [], [], {}
             for path in chunk:
-                row = self._row_for(path, metadata)
+                row = self._row_for(path, clinical)
                 if row is _NO_ROW:
-                    errors[str(path)] = f"no row for this image in --metadata {metadata.path}"
+                    errors[str(path)] = f"no row for this image in --clinical {clinical.path}"
                     continue
                 try:
-                    arrays.append(self.prepare(path))
+                    arrays.append(self.input_array(path))
                     readable.append(str(path))
                     rows.append(row)
                 except ImageError as err:
@@ -263,36 +295,36 @@ class Classifier:
                     if debug_mode():
                         raise
                     errors[str(path)] = unexpected_reason(err)
-            rows = None if metadata is None else rows
+            rows = None if clinical is None else rows
             predictions = iter(self._predict_arrays(arrays, readable, top_k, batch_size, rows))
             for path in map(str, chunk):
                 yield (FileOutcome(path, error=errors[path]) if path in errors
                        else FileOutcome(path, prediction=next(predictions)))
 
-    def _row_for(self, path, metadata):
-        if not isinstance(metadata, MetadataTable):
-            return metadata
-        row = metadata.lookup(path)
+    def _row_for(self, path, clinical):
+        if not isinstance(clinical, ClinicalTable):
+            return clinical
+        row = clinical.lookup(path)
         return _NO_ROW if row is None and self.clinical_inputs else row
 
     def _columns(self, rows: list | None) -> dict | None:
         """field -> n values for the model's clinical inputs from per-image rows; None for an
-        image-only model (metadata given to it is ignored, with a warning)."""
+        image-only model (clinical data given to it is ignored, with a warning)."""
         if not self.clinical_inputs:
             if rows is not None and any(row for row in rows):
-                log.warning(f"{self.path or 'model'} takes images only: the clinical metadata given is ignored")
+                self._warn_image_only("the clinical data given")
             return None
         if rows is None:
-            raise PredictError(missing_metadata_message(self.path or "model", self.clinical_inputs,
+            raise PredictError(missing_clinical_message(self.path or "model", self.clinical_inputs,
                                                         self.clinical_columns))
-        resolved = [resolve(row or {}, self.clinical_inputs, self.clinical_columns, "metadata") for row in rows]
+        resolved = [resolve(row or {}, self.clinical_inputs, self.clinical_columns, "clinical") for row in rows]
         return {field: [row[field] for row in resolved] for field in self.clinical_inputs}
 
     def _predict_arrays(self, arrays: list[np.ndarray], sources: list[str | None], top_k: int,
                         batch_size: int, rows: list | None = None) -> list[Prediction]:
         if top_k < 1:
             raise PredictError(f"top-k must be at least 1, got {top_k}")
-        columns = self._columns(rows)  # before the early return: a missing-metadata error is never skipped
+        columns = self._columns(rows)  # before the early return: a missing-clinical-data error is never skipped
         if not arrays:
             return []
         probs, scores, status = self.outputs(np.stack(arrays), batch_size, columns)
@@ -308,36 +340,7 @@ class Classifier:
                           image_size=self.image_size, source=source, status=status, ood_score=ood_score)
 
 
-_NO_ROW = object()  # a MetadataTable without a row for the file
-
-
-def collect_images(inputs: Iterable[str | Path]) -> Collected:
-    """Files to predict: given files as they are, folders searched recursively (hidden files and
-    OS clutter left out, symlinked folders not followed). Missing paths and empty folders are
-    problems to report, not errors: the other inputs are still predicted."""
-    found = Collected()
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files = _files_under(path)
-            found.files += files
-            if not files:
-                found.problems.append((str(path), "no image files in this folder (searched recursively)"))
-        elif path.exists():
-            found.files.append(path)
-        else:
-            found.problems.append((str(path), "no such file or folder"))
-    found.files = list(dict.fromkeys(found.files))  # the same file named twice is predicted once
-    return found
-
-
-def _files_under(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / name for name in sorted(filenames)
-                  if not is_os_clutter(name) and (Path(dirpath) / name).is_file()]
-    return files
+_NO_ROW = object()  # a ClinicalTable without a row for the file
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:

@@ -1,7 +1,8 @@
 """The `skinsage` command (also `python -m skinsage`): predict, explain, evaluate, info, export, serve.
 
-Parsing and printing only: the work is done by `Classifier` (classifier.py), evaluation_data.py
-and the evaluate stage's scoring, all through the model's one inference path.
+Parsing and printing only: the work and its rules are in `Classifier` (classifier.py, including
+which clinical data a model needs), files.py, evaluation_data.py, the evaluate stage's scoring and
+export.convert.export_files, all through the model's one inference path.
 Errors are printed as `error: ...` with exit status 1, never as a traceback.
 """
 
@@ -13,8 +14,8 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import SkinSageError
-from ..params import MAX_BATCH_SIZE, MAX_BOOTSTRAP
+from ..errors import SkinSageError, print_error
+from ..params import MAX_BATCH_SIZE, MAX_BOOTSTRAP, TTA_CHOICES
 
 DEFAULT_MODEL = "models/model.keras"
 EXPLANATIONS_FILE = "explanations.json"
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except SkinSageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(err)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -55,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "table for people; json or csv for programs (default: table on a terminal, json otherwise)"))
     predict.add_argument("--batch-size", type=_batch_size, default=32, help="images per forward pass")
     _tta_option(predict)
-    clinical = predict.add_argument_group("clinical metadata (models trained with models.<model>.metadata)")
-    clinical.add_argument("--metadata", metavar="FILE.csv", help=(
+    clinical = predict.add_argument_group("clinical data (models trained with models.<model>.clinical)")
+    clinical.add_argument("--clinical", metavar="FILE.csv", help=(
         "a row per image: its file name (extension optional) in a column 'image' (or image_id, "
         "image_name, file, filename, path, or the training id column), then age, sex, site (or the "
         "training CSV's column names, e.g. localization); empty or 'unknown' when not known"))
+    clinical.add_argument("--metadata", dest="renamed_metadata", help=argparse.SUPPRESS)  # the old name
     clinical.add_argument("--age", help="age in years of the patient in a single image")
     clinical.add_argument("--sex", help="sex of the patient in a single image")
     clinical.add_argument("--site", help="anatomical site of the lesion in a single image")
@@ -144,18 +146,22 @@ def run_serve(args) -> int:
 
 def run_predict(args) -> int:
     from ..log import progress
-    from .classifier import Classifier, PredictError, collect_images
+    from .classifier import Classifier, PredictError
+    from .files import collect_images
     from .console import predictions_csv, predictions_json, predictions_table
 
+    if args.renamed_metadata:
+        raise PredictError("--metadata was renamed to --clinical: pass --clinical FILE.csv")
     found = collect_images(args.inputs)
     if not found.files:
         _report_skipped(found.problems)
         raise PredictError("no image files to predict")
     clf = Classifier.load(args.model, tta=args.tta)  # once per command
-    metadata = _clinical_metadata(args, clf, len(found.files))
+    values = {name: getattr(args, name) for name in ("age", "sex", "site") if getattr(args, name) is not None}
+    clinical = clf.clinical_for_files(len(found.files), csv_path=args.clinical, values=values, where=args.model)
     outcomes = []
     with progress(total=len(found.files), desc="predict") as bar:
-        for outcome in clf.predict_files(found.files, args.top_k, args.batch_size, metadata=metadata):
+        for outcome in clf.predict_files(found.files, args.top_k, args.batch_size, clinical=clinical):
             outcomes.append(outcome)
             bar.update()
     predictions = [o.prediction for o in outcomes if o.prediction]
@@ -173,35 +179,6 @@ def run_predict(args) -> int:
     return 0
 
 
-def _clinical_metadata(args, clf, n_files: int):
-    """What `predict` passes as metadata: a MetadataTable (--metadata), one dict (--age/--sex/--site,
-    a single image), or None. Refused when the model needs it and it is missing; ignored (with a
-    warning) for an image-only model."""
-    from .classifier import PredictError
-    from .clinical_input import missing_metadata_message
-
-    flags = {name: getattr(args, name) for name in ("age", "sex", "site") if getattr(args, name) is not None}
-    if args.metadata and flags:
-        raise PredictError("give the clinical metadata either as --metadata FILE.csv or as --age/--sex/--site, not both")
-    if not clf.clinical_inputs:
-        if args.metadata or flags:
-            given = "--metadata" if args.metadata else "/".join(f"--{name}" for name in flags)
-            print(f"warning: {args.model} takes images only; {given} is ignored", file=sys.stderr)
-        return None
-    if args.metadata:
-        return clf.metadata_table(args.metadata)
-    if not flags:
-        raise PredictError(missing_metadata_message(args.model, clf.clinical_inputs, clf.clinical_columns))
-    if n_files > 1:
-        raise PredictError(f"--age/--sex/--site describe a single image, but {n_files} were given; "
-                           "use --metadata FILE.csv with a row per image")
-    missing = [name for name in clf.clinical_inputs if name not in flags]
-    if missing:
-        raise PredictError(f"{args.model} takes {', '.join(clf.clinical_inputs)}: also pass "
-                           + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
-    return flags
-
-
 def run_explain(args) -> int:
     from pathlib import Path
 
@@ -210,7 +187,8 @@ def run_explain(args) -> int:
     from ..data.images import ImageError
     from ..fileio import atomic_path, write_json
     from ..model.decision import OUT_OF_DISTRIBUTION
-    from .classifier import Classifier, PredictError, collect_images
+    from .classifier import Classifier, PredictError
+    from .files import collect_images
 
     found = collect_images(args.inputs)
     _report_skipped(found.problems)
@@ -260,11 +238,11 @@ def _overlay_names(files) -> dict:
 
 
 def run_evaluate(args) -> int:
-    from ..evaluate.outputs import headline, json_safe
+    from ..contracts.evaluation import json_safe, scalar_metrics
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
     from ..model.decision import STATUSES
-    from .classifier import Classifier, PredictError
+    from .classifier import Classifier
     from .console import metrics_text, model_line
     from .evaluation_data import load_labelled
 
@@ -278,10 +256,7 @@ def run_evaluate(args) -> int:
     data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
                          renames=_parse_maps(args.map), workers=args.workers)
     _report_skipped(data.skipped, at_most=10)
-    if clf.clinical_inputs and not data.split.metadata:
-        raise PredictError(f"{args.model} takes clinical metadata ({', '.join(clf.clinical_inputs)}) besides "
-                           f"the image, and {args.data} has none: evaluate it on a folder written by "
-                           "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
+    clf.require_clinical_data(data.split, args.data)
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
                                         bootstrap=bootstrap, seed=seed, **ece, decision=clf.decision)
@@ -293,7 +268,7 @@ def run_evaluate(args) -> int:
         write_json(args.out, json_safe({
             "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
             "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
-            "metrics": headline(metrics), "per_class": metrics["per_class"], "confusion": matrix}))
+            "metrics": scalar_metrics(metrics), "per_class": metrics["per_class"], "confusion": matrix}))
         print(f"\nwrote {args.out}")
     return 0
 
@@ -303,7 +278,8 @@ def run_info(args) -> int:
     from .console import info_text
     from .model_info import model_info
 
-    from ..export.runtime import exported_format, read_sidecar
+    from ..export.formats import exported_format
+    from ..export.runtime import read_sidecar
 
     # no need to load the network to describe it
     metadata = read_sidecar(args.model) if exported_format(args.model) else read_metadata(args.model)
@@ -314,17 +290,11 @@ def run_info(args) -> int:
 
 
 def run_export(args) -> int:
-    from ..export.convert import calibration_images, check_image_only, check_request, export_model
-    from ..model.model_file import load_model
+    from ..export.convert import check_request, export_files
 
     check_request(args.format, args.quantize, args.out)  # before loading anything
     _check_out(args.out)
-    model, metadata = load_model(args.model)
-    check_image_only(metadata, args.model)
-    calibration = args.calibration or ("data/prepared" if args.quantize == "int8" else None)
-    images = calibration and calibration_images(calibration, metadata["image_size"])
-    result = export_model(model, metadata, args.out, args.format, args.quantize,
-                          calibration=None if images is None else images, source=args.model)
+    [result] = export_files(args.model, [(args.out, args.format, args.quantize)], args.calibration)
     check = result.verification
     print(f"wrote {result.path} and {result.sidecar}\n"
           f"checked against Keras on {check['images']} {check['data']} images: top-1 agreement "
@@ -357,7 +327,7 @@ def _images_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _tta_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tta", choices=("none", "flips"), help=(
+    parser.add_argument("--tta", choices=TTA_CHOICES, help=(
         "test-time augmentation; default: what the model was evaluated with (recorded in the file)"))
 
 

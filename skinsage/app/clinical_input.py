@@ -1,10 +1,10 @@
-"""Clinical metadata for `skinsage predict` and `Classifier.predict`: from a CSV (a row per image,
+"""Clinical data for `skinsage predict` and `Classifier.predict`: from a CSV (a row per image,
 matched on the image's file name with or without extension) or given for one image.
 
 Values are looked up by field (age, sex, site) or by the CSV column the model was trained from
 (e.g. HAM10000's `localization`), both recorded in the model file. An unknown value is written as
 an empty cell or "unknown"; a field that is not given at all is an error, so a typo in a column
-name cannot silently turn every image's metadata into "unknown".
+name cannot silently turn every image's clinical data into "unknown".
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ID_COLUMNS = ("image", "image_id", "image_name", "file", "filename", "path")  # 
 
 
 class ClinicalDataError(SkinSageError, ValueError):
-    """The clinical metadata given does not fit the model."""
+    """The clinical data given does not fit the model."""
 
 
 def names_for(field: str, columns: dict[str, str]) -> list[str]:
@@ -38,39 +38,39 @@ def resolve(row: dict, fields: list[str], columns: dict[str, str], where: str) -
     return values
 
 
-def missing_metadata_message(where: str, fields: list[str], columns: dict[str, str]) -> str:
+def missing_clinical_message(where: str, fields: list[str], columns: dict[str, str]) -> str:
     given = ", ".join(" or ".join(names_for(f, columns)) for f in fields)
     flags = " ".join(f"--{f} VALUE" for f in fields)
-    return (f"{where}: this model takes clinical metadata besides the image ({', '.join(fields)}) and "
-            f"none was given. Pass --metadata FILE.csv (a row per image: its file name in a column "
+    return (f"{where}: this model takes clinical data besides the image ({', '.join(fields)}) and "
+            f"none was given. Pass --clinical FILE.csv (a row per image: its file name in a column "
             f"'image', then {given}) or, for a single image, {flags}; from Python, "
-            "Classifier.predict(image, metadata={...}). Write 'unknown' for a value that is not known")
+            "Classifier.predict(image, clinical={...}). Write 'unknown' for a value that is not known")
 
 
-class MetadataTable:
-    """A CSV of metadata rows, looked up by image file name (extension optional)."""
+class ClinicalTable:
+    """A CSV of clinical rows, looked up by image file name (extension optional)."""
 
     def __init__(self, path: str | Path, fields: list[str], columns: dict[str, str], id_column: str | None = None):
         try:
-            table = read_table(Path(path), "--metadata")
+            table = read_table(Path(path), "--clinical")
         except CsvError as err:
             raise ClinicalDataError(str(err)) from None
         accepted = list(dict.fromkeys([*([id_column] if id_column else []), *ID_COLUMNS]))
         ids = [name for name in accepted if name in table.columns]
         if not ids:
-            raise ClinicalDataError(f"--metadata {path}: no column naming the images; name one of: "
+            raise ClinicalDataError(f"--clinical {path}: no column naming the images; name one of: "
                                     f"{', '.join(accepted)} (columns: {', '.join(table.columns)})")
         for field in fields:  # every field's column, checked once on the header
-            resolve(dict.fromkeys(table.columns, ""), [field], columns, f"--metadata {path} (row 1, the header)")
+            resolve(dict.fromkeys(table.columns, ""), [field], columns, f"--clinical {path} (row 1, the header)")
         self.path, self.rows = Path(path), {}
         for number, row in table.rows:
             key = id_key(PurePosixPath(row[ids[0]].strip().replace("\\", "/")).name)
             if key in self.rows:
-                raise ClinicalDataError(f"--metadata {path}: row {number}: image '{row[ids[0]].strip()}' "
+                raise ClinicalDataError(f"--clinical {path}: row {number}: image '{row[ids[0]].strip()}' "
                                         f"has a row already (row {self.rows[key][0]})")
-            self.rows[key] = (number, resolve(row, fields, columns, f"--metadata {path} row {number}"))
+            self.rows[key] = (number, resolve(row, fields, columns, f"--clinical {path} row {number}"))
 
     def lookup(self, image: str | Path) -> dict | None:
-        """The image's metadata (field -> value), or None when the CSV has no row for it."""
+        """The image's clinical data (field -> value), or None when the CSV has no row for it."""
         found = self.rows.get(id_key(Path(image).name))
         return None if found is None else found[1]

@@ -7,7 +7,7 @@ import io
 import json
 import unicodedata
 
-from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, format_value
 from .classifier import Classifier, Prediction
 
 DIGITS = 4  # more than the model card's 3: people compare runs here

@@ -118,5 +118,5 @@ def _from_prepared(path: Path, classes: list[str], size: int, split: str) -> Lab
     data = load_split(path, split).in_memory()
     if not len(data.labels):
         raise LabelledDataError(f"{path}: its {split} split is empty")
-    return LabelledData(Split(resize_array(data.images, size), data.labels, metadata=data.metadata),
+    return LabelledData(Split(resize_array(data.images, size), data.labels, clinical=data.clinical),
                         f"{path} ({split} split of {info.get('dataset', 'a prepared dataset')})")

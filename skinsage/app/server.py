@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from ..data.images import ImageError
-from ..evaluate.metrics import format_value
+from ..contracts.evaluation import format_value
 from .classifier import Classifier
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a phone or dermatoscope photo is a few MB

@@ -80,9 +80,9 @@ def remove_same_class_copies(raw: RawDataset) -> tuple[RawDataset, list[tuple[st
     keep = np.asarray(keep, dtype=np.int64)
     paths = {"all": [names[i] for i in keep]} if raw.paths.get("all") else {}
     groups = {"all": raw.groups["all"][keep]} if "all" in raw.groups else {}
-    metadata = {"all": {k: v[keep] for k, v in raw.metadata["all"].items()}} if "all" in raw.metadata else {}
+    clinical = {"all": {k: v[keep] for k, v in raw.clinical["all"].items()}} if "all" in raw.clinical else {}
     return dataclasses.replace(raw, images={"all": images[keep]}, labels={"all": labels[keep]},
-                               paths=paths, groups=groups, metadata=metadata), removed
+                               paths=paths, groups=groups, clinical=clinical), removed
 
 
 def find_label_conflicts(raw: RawDataset) -> list[list[tuple[str, str]]]:

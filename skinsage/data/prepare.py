@@ -30,7 +30,8 @@ from ..params import Params
 from ..prepared import (PREPARE_PARAMS_KEY, SPLITS, PreparedData, Split, count_summary, load_prepared,
                         prepare_params, save_labels, save_prepared)
 from .duplicates import count_leakage, find_label_conflicts, remove_same_class_copies
-from .sources import Listing, RawDataset, decode_listing, list_source, load_source
+from .sources import Listing, RawDataset, list_source, load_source
+from .sources.folder import decode_listing
 from .streamed import decode_to_shards, route_splits
 from .splits import group_summary, grouped_stratified_split, stratified_split
 
@@ -72,7 +73,7 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
 
 def chosen_store(params: Params, images: int) -> str:
     """`data.store`, with auto resolved by the images' uint8 size at the model's image size (npz
-    when the csv source keeps clinical metadata: the shards store does not carry it yet)."""
+    when the csv source keeps clinical data: the shards store does not carry it yet)."""
     if params.data.store != "auto":
         return params.data.store
     if params.data.source == "csv" and params.data.csv.clinical is not None:
@@ -135,13 +136,13 @@ def _report(params: Params, data: PreparedData, out_dir, metrics_path, checks: C
 def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict | None]:
     """The splits, and the group counts (None when the source has no groups)."""
     if raw.has_official_split:
-        splits = {s: Split(raw.images[s], raw.labels[s], metadata=raw.metadata.get(s)) for s in SPLITS}
+        splits = {s: Split(raw.images[s], raw.labels[s], clinical=raw.clinical.get(s)) for s in SPLITS}
         groups = {s: raw.groups[s] for s in SPLITS} if raw.groups else None
     else:
         images, labels = raw.images["all"], raw.labels["all"]
         index = _split_index(raw, params)
-        metadata = raw.metadata.get("all")
-        splits = {s: Split(images[idx], labels[idx], metadata=metadata and {k: v[idx] for k, v in metadata.items()})
+        clinical = raw.clinical.get("all")
+        splits = {s: Split(images[idx], labels[idx], clinical=clinical and {k: v[idx] for k, v in clinical.items()})
                   for s, idx in index.items()}
         groups = {s: raw.groups["all"][idx] for s, idx in index.items()} if raw.groups else None
     data = PreparedData(class_names=raw.class_names, dataset=raw.name, image_size=params.image_size,

@@ -1,25 +1,15 @@
 """Per-class ROC / precision-recall curves and calibration bins as long-format tables (CSV).
 
-One row per curve point with a `class` column: DVC draws them with the project's per-class template
-(.dvc/plots/per_class_curves.json) and `plot` draws the PNGs from the same files.
+One row per curve point with a `class` column; the files' columns, writer and reader are the
+contract in skinsage/contracts/evaluation.py.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
-
-from ..fileio import write_text
-
-ROC_COLUMNS = ("class", "point", "fpr", "tpr", "threshold")
-PR_COLUMNS = ("class", "point", "recall", "precision", "threshold")
-RISK_COVERAGE_COLUMNS = ("coverage", "accuracy", "risk", "threshold")
-CALIBRATION_COLUMNS = ("bin", "lower", "upper", "count", "confidence", "accuracy", "perfect")
 
 
 def _present_classes(y_true: np.ndarray, class_names: list[str]):
@@ -67,34 +57,6 @@ def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int) -> list[d
                          "count": int(members.sum()), "confidence": mean_conf,
                          "accuracy": float(correct[members].mean()), "perfect": mean_conf})
     return rows
-
-
-def write_rows(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: _cell(row[k]) for k in columns} for row in rows)
-    write_text(path, buffer.getvalue())
-
-
-def _cell(value):
-    if isinstance(value, (float, np.floating)):
-        return "" if math.isnan(value) else f"{float(value):.6g}"  # "inf" for ROC's first threshold
-    return value
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a curve or calibration CSV with numeric cells as floats (empty -> NaN)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (v if k == "class" else float(v) if v != "" else math.nan) for k, v in row.items()}
-                for row in csv.DictReader(f)]
-
-
-def by_class(rows: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = {}
-    for row in rows:
-        grouped.setdefault(row["class"], []).append(row)
-    return grouped
 
 
 def risk_coverage_rows(y_true: np.ndarray, probs: np.ndarray) -> tuple[list[dict], float]:

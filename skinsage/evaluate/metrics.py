@@ -7,7 +7,6 @@ and, when asked, stratified bootstrap confidence intervals.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -15,23 +14,14 @@ from scipy.stats import rankdata
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
+from ..contracts.evaluation import format_value
 from .curves import calibration_bins
 
 ECE_BINS = 15
 CI_METRICS = ("accuracy", "balanced_accuracy", "auc_macro_ovr")  # get a bootstrap 95% CI
 SUMMARY_KEYS = ("num_images", "loss", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1",
                 "auc_macro_ovr", "cohen_kappa", "top2_accuracy", "ece", "brier")
-# How people read the metrics, in the order the CLI and the model card show them.
-METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy (mean recall)",
-                 "auc_macro_ovr": "macro ROC AUC, one-vs-rest (MedMNIST)", "macro_f1": "macro F1",
-                 "weighted_f1": "weighted F1", "cohen_kappa": "Cohen's kappa",
-                 "top2_accuracy": "top-2 accuracy",
-                 "ece": "expected calibration error (lower is better)",
-                 "brier": "Brier score, multiclass 0-2 (lower is better)",
-                 "loss": "log loss (lower is better)"}
-PER_CLASS_LABELS = {"support": "test images", "precision": "precision (PPV)",
-                    "recall": "recall (sensitivity)", "specificity": "specificity", "f1": "F1",
-                    "auc": "AUC", "average_precision": "AP"}
+
 
 
 def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, class_names: list[str], *,
@@ -179,13 +169,6 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) ->
     matrix = skm.confusion_matrix(y_true, y_pred, labels=np.arange(len(class_names)))
     return {"classes": class_names, "rows": "actual", "columns": "predicted",
             "matrix": matrix.tolist()}
-
-
-def format_value(value, digits: int = 3) -> str:
-    """A metric for people: floats to `digits` places, "n/a" where undefined (None, NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def summary_line(metrics: dict) -> str:

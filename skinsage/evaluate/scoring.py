@@ -22,12 +22,12 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     `evaluate_predictions`' (scalars, optional "ci95", "per_class"); with a temperature other than
     1 it also has the calibration before it ("temperature", "ece_before_temperature",
     "loss_before_temperature"), so the gain is visible. A model with clinical inputs gets the
-    split's metadata. `decision` (model_file.decision_settings): adds "status" (the shares ok /
+    split's clinical data. `decision` (model_file.decision_settings): adds "status" (the shares ok /
     uncertain / out_of_distribution, the accuracy on ok, AURC) and "per_image" (each image's
     status and ood_score, for predictions.csv).
     """
-    # either store, batch by batch; a model with clinical inputs gets the split's metadata
-    probs, scores = predict_outputs(model, split, batch_size, tta, temperature, metadata=split.metadata)
+    # either store, batch by batch; a model with clinical inputs gets the split's clinical data
+    probs, scores = predict_outputs(model, split, batch_size, tta, temperature, clinical=split.clinical)
     metrics = evaluate_predictions(split.labels, probs, class_names, bootstrap=bootstrap, seed=seed,
                                    ece_bins=ece_bins)
     if temperature != 1.0:

@@ -17,14 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_dir, atomic_path, write_json
+from .formats import EXPORT_FORMAT, FORMAT_NAMES, FORMATS, SUFFIXES, SUPPORTED, sidecar_path
 from .serving import ExportError, UnsupportedLayerError, layers_in, serving_model
 
-FORMATS = ("litert", "onnx", "saved_model")
-QUANTIZATIONS = ("none", "float16", "int8")
-SUPPORTED = {"litert": QUANTIZATIONS, "onnx": ("none",), "saved_model": ("none",)}
-SUFFIXES = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
-FORMAT_NAMES = {"litert": "LiteRT", "onnx": "ONNX", "saved_model": "TF SavedModel"}
-EXPORT_FORMAT = "skinsage-export/1"
+DEFAULT_CALIBRATION_DIR = "data/prepared"  # int8's training images when no folder is named
 CALIBRATION_IMAGES = 300  # post-training quantisation needs a few hundred representative inputs
 VERIFY_IMAGES = 256
 FLOAT_TOLERANCE = 1e-3  # max |Δp| an unquantised export may differ from Keras (float reordering)
@@ -35,11 +31,6 @@ class ExportResult:
     path: Path
     sidecar: Path
     verification: dict
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """Where the class names, input size and the model's metadata travel: `F.json` beside F."""
-    return Path(f"{Path(path)}.json")
 
 
 def check_request(fmt: str, quantize: str, out: str | Path) -> None:
@@ -62,8 +53,8 @@ def check_image_only(metadata: dict, where: str) -> None:
     fields = clinical_record(metadata)["inputs"]
     if fields:
         raise ExportError(f"{where}: export supports image-only models; this one also takes clinical "
-                          f"metadata ({', '.join(fields)}). Use the .keras file (skinsage predict "
-                          "--metadata, Classifier) or retrain with models.<model>.metadata: []")
+                          f"data ({', '.join(fields)}). Use the .keras file (skinsage predict "
+                          "--clinical, Classifier) or retrain with models.<model>.clinical: []")
 
 
 def calibration_images(prepared_dir: str | Path, size: int, count: int = CALIBRATION_IMAGES,
@@ -85,6 +76,31 @@ def calibration_images(prepared_dir: str | Path, size: int, count: int = CALIBRA
         raise ExportError(f"{train}: images are {images.dtype} {images.shape[1:]}, the model takes "
                           f"uint8 ({size}, {size}, 3); calibrate with the data the model was trained on")
     return images
+
+
+def export_files(model_path: str | Path, requests: list[tuple[str | Path, str, str]],
+                 calibration_dir: str | Path | None = None) -> list[ExportResult]:
+    """The one export orchestration (`skinsage export` and the `export` stage): load the .keras
+    model once, then write and check each (out, format, quantisation). int8 calibrates on training
+    images from `calibration_dir` (default data/prepared); a folder named explicitly is also what
+    every other request is checked on."""
+    from ..model.model_file import load_model
+
+    for out, fmt, quantize in requests:
+        check_request(fmt, quantize, out)  # before loading anything
+    model, metadata = load_model(model_path)
+    check_image_only(metadata, str(model_path))
+    images = None
+    results = []
+    for out, fmt, quantize in requests:
+        calibration = None
+        if quantize == "int8" or calibration_dir is not None:
+            if images is None:
+                images = calibration_images(calibration_dir or DEFAULT_CALIBRATION_DIR, metadata["image_size"])
+            calibration = images
+        results.append(export_model(model, metadata, out, fmt, quantize, calibration=calibration,
+                                    source=str(model_path)))
+    return results
 
 
 def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str = "none",

@@ -15,19 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.model_file import MAX_METADATA_BYTES, ModelFileError, check_metadata, check_network
-from .convert import EXPORT_FORMAT, SUFFIXES, sidecar_path
-
-EXPORTED_SUFFIXES = {suffix: fmt for fmt, suffix in SUFFIXES.items() if suffix}
-
-
-def exported_format(path: str | Path) -> str | None:
-    """"litert", "onnx" or "saved_model" when `path` is an exported model, else None (.keras)."""
-    path = Path(path)
-    if path.suffix.lower() in EXPORTED_SUFFIXES:
-        return EXPORTED_SUFFIXES[path.suffix.lower()]
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return "saved_model"
-    return None
+from .formats import EXPORT_FORMAT, exported_format, sidecar_path
 
 
 def read_sidecar(path: str | Path) -> dict:

@@ -37,8 +37,9 @@ def serving_model(model, tta: str, temperature: float = 1.0):
     temperature (softmax(log p / T), as `temperature.apply_temperature`)."""
     import keras
 
-    if tta not in ("none", "flips"):
-        raise ExportError(f"unknown TTA {tta!r}; expected none or flips")
+    from ..model.inference import check_tta
+
+    check_tta(tta, ExportError, "TTA")
     if tta == "none" and temperature == 1.0:
         return model
     (image,) = model.inputs

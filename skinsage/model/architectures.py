@@ -1,5 +1,5 @@
 """The two SkinSage models. Both take raw RGB uint8 images: scaling is a layer inside the model.
-With clinical metadata (`models.<model>.metadata`) they also take it, encoded inside (clinical.py)."""
+With clinical data (`models.<model>.clinical`) they also take it, encoded inside (clinical.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from keras import layers
 
 from ..errors import SkinSageError
 from ..params import CnnParams, Resnet50Params
-from .clinical import fuse, encoding_layers, metadata_inputs
+from .clinical import fuse, encoding_layers, clinical_input_layers
 from .layers import ResNet50Preprocess, ShadesOfGray
 
 RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -69,7 +69,7 @@ def build_cnn(num_classes: int, p: CnnParams, encoding: dict | None = None) -> k
     x = image
     for layer in model.layers:
         x = layer(x)
-    clinical = metadata_inputs(encoding)
+    clinical = clinical_input_layers(encoding)
     x = fuse(x, clinical, encoding_layers(encoding))
     for layer in head:
         x = layer(x)
@@ -85,7 +85,7 @@ def build_resnet50(num_classes: int, p: Resnet50Params, encoding: dict | None = 
     backbone = _resnet50_backbone(x, p.weights)
     backbone.trainable = False
     x = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(backbone.output)
-    clinical = metadata_inputs(encoding or {})
+    clinical = clinical_input_layers(encoding or {})
     if clinical:
         x = fuse(x, clinical, encoding_layers(encoding))
     dense_name, dropout_name, output_name = HEAD_LAYERS
@@ -103,7 +103,7 @@ def _resnet50_backbone(input_tensor, weights: str | None) -> keras.Model:
         with warnings.catch_warnings():  # .weights.h5 files: noise about containers without variables
             warnings.filterwarnings("ignore", message="Skipping nested container")
             return keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=input_tensor)
-    except Exception as err:  # Keras raises a bare Exception when its download fails
+    except Exception as err:  # noqa: BLE001  Keras raises a bare Exception when its download fails
         if weights == "imagenet":
             raise ModelError(_imagenet_offline_message(err)) from None
         raise ModelError(_weights_mismatch_message(weights, err)) from None

@@ -1,4 +1,4 @@
-"""Clinical metadata (age, sex, anatomical site) as model inputs beside the image.
+"""Clinical data (age, sex, anatomical site) as model inputs beside the image.
 
 The encoding lives inside the model, fitted on the training split: sex and site through a
 `StringLookup` (the training vocabulary plus one out-of-vocabulary index, which is also where
@@ -24,21 +24,21 @@ MISSING_WORDS = {"", "nan", "na", "n/a", "none", "null", UNKNOWN}
 
 
 class ClinicalInputError(SkinSageError, ValueError):
-    """A model's clinical inputs and the metadata given do not fit."""
+    """A model's clinical inputs and the clinical data given do not fit."""
 
 
-def fit_encoding(fields, metadata: dict[str, np.ndarray] | None) -> dict:
-    """The encoding of `fields` fitted on training metadata: {"age": {"mean", "std"},
+def fit_encoding(fields, clinical: dict[str, np.ndarray] | None) -> dict:
+    """The encoding of `fields` fitted on training clinical data: {"age": {"mean", "std"},
     "sex": {"vocabulary": [...]}, ...}, in the order of `fields`; {} for an image-only model."""
     if not fields:
         return {}
-    missing = [name for name in fields if name not in (metadata or {})]
+    missing = [name for name in fields if name not in (clinical or {})]
     if missing:
         raise ClinicalInputError(f"the model takes {', '.join(fields)} but the prepared training data has no "
                                  f"{', '.join(missing)}: set data.csv.clinical.{missing[0]} and run prepare again")
     encoding = {}
     for name in fields:
-        values = metadata[name]
+        values = clinical[name]
         if name == "age":
             known = np.asarray(values, dtype=np.float64)
             known = known[~np.isnan(known)]
@@ -64,7 +64,7 @@ def encoding_layers(encoding: dict) -> dict:
     return built
 
 
-def metadata_inputs(fields) -> dict:
+def clinical_input_layers(fields) -> dict:
     """field -> its keras.Input: age a float (NaN = unknown), sex and site strings."""
     import keras
 
@@ -103,11 +103,11 @@ def image_input_shape(model) -> tuple:
     return tuple(model.input_shape)
 
 
-def model_inputs(images: np.ndarray, metadata: dict | None, fields: list[str]):
+def model_inputs(images: np.ndarray, clinical: dict | None, fields: list[str]):
     """What the model's predict takes: the images alone, or a dict with each field's column."""
     if not fields:
         return images
-    return {IMAGE_INPUT: images, **{name: column(name, metadata[name]) for name in fields}}
+    return {IMAGE_INPUT: images, **{name: column(name, clinical[name]) for name in fields}}
 
 
 def column(name: str, values) -> np.ndarray:
@@ -135,13 +135,13 @@ def category_value(value) -> str:
     return UNKNOWN if text in MISSING_WORDS else text
 
 
-def check_metadata_given(fields: list[str], metadata: dict | None, n: int) -> None:
+def check_clinical_given(fields: list[str], clinical: dict | None, n: int) -> None:
     """Every field the model takes, one value per image; else a ClinicalInputError naming them."""
-    missing = [name for name in fields if name not in (metadata or {})]
+    missing = [name for name in fields if name not in (clinical or {})]
     if missing:
-        raise ClinicalInputError(f"this model takes clinical metadata ({', '.join(fields)}) besides the "
+        raise ClinicalInputError(f"this model takes clinical data ({', '.join(fields)}) besides the "
                                  f"image, and {', '.join(missing)} was not given; pass it (an unknown "
                                  f"value as empty or '{UNKNOWN}')")
     for name in fields:
-        if len(np.asarray(metadata[name], dtype=object).reshape(-1)) != n:
-            raise ClinicalInputError(f"metadata '{name}' has {len(metadata[name])} value(s) for {n} image(s)")
+        if len(np.asarray(clinical[name], dtype=object).reshape(-1)) != n:
+            raise ClinicalInputError(f"clinical '{name}' has {len(clinical[name])} value(s) for {n} image(s)")

@@ -5,7 +5,7 @@ evaluate`) all call `predict_probabilities`: the metrics in metrics/eval.json ar
 model gets. Test-time augmentation (TTA) and the temperature are part of it: the mean over the
 test-time views first, then the temperature (temperature.py says why in that order). Both are
 recorded in the model file (`model_file.inference_settings`) and used by default. A model with
-clinical inputs gets each image's metadata beside it (the flips apply to the image only).
+clinical inputs gets each image's clinical data beside it (the flips apply to the image only).
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..log import progress
-from .clinical import IMAGE_INPUT, check_metadata_given, clinical_fields, column
+from ..params import TTA_CHOICES
+from .clinical import IMAGE_INPUT, check_clinical_given, clinical_fields, column
 from .temperature import apply_temperature
 
-TTA_CHOICES = ("none", "flips")
+def check_tta(tta, error: type[Exception] = ValueError, what: str = "tta") -> str:
+    """The one TTA check (Classifier, the model file, the export graph, the views below): `tta`
+    when it is one of TTA_CHOICES (evaluate.tta's type in params), else `error` saying so."""
+    if tta not in TTA_CHOICES:
+        raise error(f"{what} must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    return tta
 
 
 def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
     """The test-time variants of (N, H, W, C) images: the images alone, or with their horizontal,
     vertical and double flips (lesions have no canonical orientation)."""
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    check_tta(tta)
     variants = [images]
     if tta == "flips":
         variants += [images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]]
@@ -31,18 +36,17 @@ def flip_variants(images: np.ndarray, tta: str) -> list[np.ndarray]:
 
 
 def variant_outputs(model, images, batch_size: int, tta: str = "none",
-                    metadata: dict | None = None, raw: bool = False) -> list[np.ndarray]:
+                    clinical: dict | None = None, raw: bool = False) -> list[np.ndarray]:
     """Each model output per test-time variant: [(V, N, C) float64 probabilities] and, for a model
     with an out-of-distribution detector (ood.py), (V, N) ood scores after them (V = 1 without
     TTA, 4 with flips). `images`: an (N, H, W, C) uint8 array, or a prepared `Split` of either
     store (read a batch at a time in its order, so a sharded split is never held whole): the same
-    batches, the same numbers. `metadata`: field -> (N,) values, for a model with clinical inputs
+    batches, the same numbers. `clinical`: field -> (N,) values, for a model with clinical inputs
     (ignored by others). `raw`: every output as (V, N, D) whatever its meaning (ood.py's fit)."""
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    check_tta(tta)
     fields = clinical_fields(model)
-    check_metadata_given(fields, metadata, len(images))
-    columns = {name: column(name, metadata[name]) for name in fields}  # (N, 1) model inputs
+    check_clinical_given(fields, clinical, len(images))
+    columns = {name: column(name, clinical[name]) for name in fields}  # (N, 1) model inputs
     variants = 4 if tta == "flips" else 1
     per_batch, start = [], 0
     # a bar for whole splits (evaluate, the tau sweep); callers predicting a batch at a time
@@ -61,18 +65,18 @@ def variant_outputs(model, images, batch_size: int, tta: str = "none",
 
 
 def variant_probabilities(model, images, batch_size: int, tta: str = "none",
-                          metadata: dict | None = None) -> np.ndarray:
+                          clinical: dict | None = None) -> np.ndarray:
     """(V, N, C) float64: each test-time variant's probabilities (`variant_outputs`' first)."""
-    return variant_outputs(model, images, batch_size, tta, metadata)[0]
+    return variant_outputs(model, images, batch_size, tta, clinical)[0]
 
 
 def predict_outputs(model, images, batch_size: int, tta: str = "none", temperature: float = 1.0,
-                    metadata: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                    clinical: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """((N, C) probabilities as `predict_probabilities`, (N,) ood scores averaged over the views,
     or None for a model without a detector), from one forward pass per view."""
     if len(images) == 0:
         return np.zeros((0, output_width(model))), (np.zeros(0) if has_ood_output(model) else None)
-    outputs = variant_outputs(model, images, batch_size, tta, metadata)
+    outputs = variant_outputs(model, images, batch_size, tta, clinical)
     probs = apply_temperature(average_views(outputs[0]), temperature)
     return probs, (outputs[1].mean(axis=0) if len(outputs) > 1 else None)
 
@@ -89,13 +93,13 @@ def has_ood_output(model) -> bool:
 
 
 def predict_probabilities(model, images, batch_size: int, tta: str = "none",
-                          temperature: float = 1.0, metadata: dict | None = None) -> np.ndarray:
+                          temperature: float = 1.0, clinical: dict | None = None) -> np.ndarray:
     """(N, C) float64 probabilities of (N, size, size, 3) uint8 images (an array or a prepared
     `Split`), each row summing to 1: the mean over the TTA variants, then scaled by `temperature`.
-    `metadata` as in `variant_probabilities`."""
+    `clinical` as in `variant_probabilities`."""
     if len(images) == 0:
         return np.zeros((0, output_width(model)))
-    return apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, metadata)),
+    return apply_temperature(average_views(variant_probabilities(model, images, batch_size, tta, clinical)),
                              temperature)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import SkinSageError
 from ..fileio import atomic_path
-from .inference import TTA_CHOICES
+from .inference import check_tta
 
 METADATA_ENTRY = "skinsage.json"
 FORMAT = "skinsage-model/1"
@@ -163,9 +163,7 @@ def inference_settings(metadata: dict, where: str = "model") -> dict:
     fitted on validation); files from before fall back to their saved params' TTA and T = 1."""
     recorded = metadata.get("inference") or {}
     tta = recorded.get("tta", ((metadata.get("params") or {}).get("evaluate") or {}).get("tta", "none"))
-    if tta not in TTA_CHOICES:
-        raise ModelFileError(f"{where}: its SkinSage metadata records TTA {tta!r}; expected one of "
-                             f"{', '.join(TTA_CHOICES)}")
+    check_tta(tta, ModelFileError, f"{where}: the TTA its SkinSage metadata records")
     temperature = recorded.get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
             math.isfinite(temperature) and temperature > 0):

@@ -168,9 +168,9 @@ def fit_detector(model, train, val, batch_size: int, tta: str, stages: int) -> k
     from .inference import variant_outputs
 
     stats_model = statistics_model(model, stages)
-    fitted = variant_outputs(stats_model, train, batch_size, "none", metadata=train.metadata, raw=True)
+    fitted = variant_outputs(stats_model, train, batch_size, "none", clinical=train.clinical, raw=True)
     gaussians = [fit_gaussian(stage[0]) for stage in fitted[:-1]]
-    seen = variant_outputs(stats_model, val, batch_size, tta, metadata=val.metadata, raw=True)
+    seen = variant_outputs(stats_model, val, batch_size, tta, clinical=val.clinical, raw=True)
     val_distances = np.concatenate([distances(list(view), gaussians)
                                     for view in zip(*[stage for stage in seen[:-1]])])
     log.info(f"out-of-distribution detector: a Gaussian per stage on {len(train)} training images "

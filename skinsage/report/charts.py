@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..evaluate.curves import by_class  # noqa: E402
-from ..evaluate.metrics import format_value  # noqa: E402
+from ..contracts.evaluation import by_class, format_value  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
 
 DPI = 100
@@ -135,7 +134,8 @@ def plot_roc_pr_curves(roc: list[dict], precision_recall: list[dict], per_class:
         if name not in roc_by:
             continue  # absent from the test split: no curve
         style, stats = class_style(i), per_class[name]
-        label = f"{wrap(name, 30)}\nAUC {format_value(stats.get('auc'))} · AP {format_value(stats.get('average_precision'))}"
+        label = (f"{wrap(name, 30)}\nAUC {format_value(stats.get('auc'))} · "
+                 f"AP {format_value(stats.get('average_precision'))}")
         roc_ax.plot([r["fpr"] for r in roc_by[name]], [r["tpr"] for r in roc_by[name]], linewidth=1.8,
                     label=label, **style)
         pr_ax.plot([r["recall"] for r in pr_by[name]], [r["precision"] for r in pr_by[name]],

@@ -42,7 +42,7 @@ def explain_examples(model_path: str | Path, images: np.ndarray, rows: list[dict
         raise ModelFileError(f"{model_path}: its classes {metadata['classes']} are not the evaluated "
                              f"ones {class_names}; re-run the pipeline (dvc repro)")
     if clinical_fields(model):  # Grad-CAM supports image-only models: the figure stays empty
-        log.warning(f"{model_path} also takes clinical metadata: no Grad-CAM examples (image-only models)")
+        log.warning(f"{model_path} also takes clinical data: no Grad-CAM examples (image-only models)")
         return [{"class": row["class"], "correct": None, "wrong": None} for row in rows], None
     cam = GradCam(model, name=str(model_path))
     picks = [row[kind] for row in rows for kind in ("correct", "wrong") if row[kind] is not None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..evaluate.metrics import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, format_value
 from ..params import Params
 
 FIGURES = (("training_curves.png", "Training curves (loss and accuracy per epoch)"),

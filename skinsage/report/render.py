@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluate.curves import read_rows
-from ..evaluate.outputs import read_predictions
+from ..contracts.evaluation import (CALIBRATION_BEFORE_FILE, CALIBRATION_FILE, CONFUSION_FILE, EVAL_FULL_FILE,
+                                    PER_CLASS_FILE, PR_FILE, PREDICTIONS_FILE, ROC_FILE, read_predictions,
+                                    read_rows)
+from ..contracts.history import LIVE_DIR, read_history
+from ..contracts.training import TRAIN_FULL_FILE, best_epoch
 from ..fileio import read_json, write_text
 from ..params import Params
 from ..prepared import load_labels, load_split
-from ..train.history import LIVE_DIR, read_history
 from .charts import (plot_confusion_matrix, plot_gradcam_examples, plot_prediction_grid,
                      plot_reliability_diagram, plot_roc_pr_curves, plot_training_curves)
 from .explanations import explain_examples, select_gradcam_examples
@@ -23,7 +25,7 @@ def _before_temperature(metrics: Path, evaluation: dict) -> tuple[list[dict], fl
     """(bins, ECE, T) before temperature scaling, when the model has a temperature other than 1."""
     if evaluation.get("temperature") in (None, 1.0):
         return None
-    bins = read_rows(metrics / "calibration_before_temperature.csv")
+    bins = read_rows(metrics / CALIBRATION_BEFORE_FILE)
     return bins, evaluation.get("ece_before_temperature"), evaluation["temperature"]
 
 
@@ -33,20 +35,21 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
     prepared, metrics, out = Path(prepared_dir), Path(metrics_dir), Path(out_dir)
     labels = load_labels(prepared)
     name = labels["dataset"]
-    train, evaluation = read_json(metrics / "train_full.json"), read_json(metrics / "eval_full.json")
-    per_class = read_json(metrics / "per_class.json")
+    train, evaluation = read_json(metrics / TRAIN_FULL_FILE), read_json(metrics / EVAL_FULL_FILE)
+    per_class = read_json(metrics / PER_CLASS_FILE)
     history = read_history(live_dir)
     plot_training_curves(history, out / "training_curves.png", f"Training curves: {name}",
-                         best_epoch=best_epoch(train, history))
-    matrix = read_json(metrics / "confusion.json")
+                         best_epoch=best_epoch(train, len(history)))
+    matrix = read_json(metrics / CONFUSION_FILE)
     plot_confusion_matrix(matrix["matrix"], matrix["classes"], out / "confusion_matrix.png",
                           f"Test confusion matrix: {name}")
-    plot_roc_pr_curves(read_rows(metrics / "roc.csv"), read_rows(metrics / "precision_recall.csv"),
+    plot_roc_pr_curves(read_rows(metrics / ROC_FILE), read_rows(metrics / PR_FILE),
                        per_class, out / "roc_pr_curves.png", f"Test ROC and precision-recall: {name}")
-    plot_reliability_diagram(read_rows(metrics / "calibration.csv"), evaluation.get("ece"),
+    plot_reliability_diagram(read_rows(metrics / CALIBRATION_FILE), evaluation.get("ece"),
                              params.evaluate.ece_bins, out / "reliability_diagram.png",
                              f"Test calibration: {name}", before=_before_temperature(metrics, evaluation))
-    test_images, predictions = load_split(prepared, "test").in_memory().images, read_predictions(metrics / "predictions.csv")
+    test_images = load_split(prepared, "test").in_memory().images
+    predictions = read_predictions(metrics / PREDICTIONS_FILE)
     plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
                          f"Test images: {name}", seed=params.seed)
     rows, layer = explain_examples(model_path, test_images, select_gradcam_examples(predictions, matrix["classes"]),
@@ -57,12 +60,3 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
                                              data=read_json(metrics / "data.json"), train=train,
                                              evaluation=evaluation, per_class=per_class))
 
-
-def best_epoch(train: dict, history: list[dict]) -> int | None:
-    """The epoch whose weights were kept: train_full.json's `best_epoch`, else the lowest val_loss."""
-    recorded = train.get("best_epoch")
-    if isinstance(recorded, int) and 1 <= recorded <= len(history):
-        return recorded
-    losses = [row.get("val_loss") for row in history]
-    valid = [(loss, i) for i, loss in enumerate(losses) if isinstance(loss, float)]
-    return min(valid)[1] + 1 if valid else None

@@ -15,7 +15,7 @@ from ..shards import training_batches
 def tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, fields=()):
     """uint8 images (with the clinical `fields`: a dict of named inputs) and labels, optionally
     shuffled per epoch, batched and prefetched: cached in memory (npz store) or streamed from the
-    split's shards (image only: the shards store carries no clinical metadata)."""
+    split's shards (image only: the shards store carries no clinical data)."""
     import tensorflow as tf
 
     from ..model.clinical import model_inputs
@@ -25,7 +25,7 @@ def tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: int =
 
         return training_batches(split.shards, len(split), split.image_size, batch_size, shuffle, seed,
                                 workers=max(1, cluster_workers(tf_config())))
-    inputs = model_inputs(split.images, split.metadata, list(fields))
+    inputs = model_inputs(split.images, split.clinical, list(fields))
     ds = tf.data.Dataset.from_tensor_slices((inputs, split.labels)).cache()
     if shuffle:
         ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
@@ -50,7 +50,7 @@ def image_datasets(params: Params, data, batch_size: int | None = None):
     from .augment import augment_dataset
 
     batch_size = batch_size or params.train.batch_size
-    fields = params.model_params.metadata or ()
+    fields = params.model_params.clinical or ()
     train = tf_dataset(data.splits["train"], batch_size, shuffle=True, seed=params.seed, fields=fields)
     val = tf_dataset(data.splits["val"], batch_size, fields=fields)
     return augment_dataset(train, params.model_params.augment, params.seed), val

@@ -19,11 +19,17 @@ class PhaseResult:
     history: dict             # Keras History.history: metric -> one value per epoch
     stopped_early: bool
     seconds: float
+    # the phase's best epoch (0-based) as Keras' EarlyStopping tracked it (from start_from_epoch on):
+    # the one source of the best epoch (trainer's summary, train_full.json, the plots read it)
+    best_epoch: int
     notes: dict = field(default_factory=dict)  # extra summary entries, e.g. feature caching
 
     @property
     def epochs_run(self) -> int:
         return len(self.history["loss"])
+
+    def best_value(self, monitor: str) -> float:
+        return self.history[monitor][self.best_epoch]
 
 
 def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float,
@@ -67,7 +73,7 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
                       loss=loss_fn, metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor=early_stopping.monitor, patience=early_stopping.patience,
-        start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # see monitored_best
+        start_from_epoch=min(early_stopping.start_from_epoch, max(epochs - 1, 0)),  # the last epoch is always tracked
         restore_best_weights=early_stopping.restore_best_weights, verbose=1)
     # first: at each epoch's end the averaged weights are swapped in before early stopping sees (and
     # keeps) them; they are swapped out again while the next epoch trains
@@ -83,7 +89,8 @@ def fit_phase(name: str, model, train, val, *, epochs: int, learning_rate: float
     with scope(strategy):
         fit = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                         class_weight=class_weight, shuffle=False, verbose=2)  # tf.data shuffles
-    return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start)
+    return PhaseResult(name, fit.history, bool(stopper.stopped_epoch), time.perf_counter() - start,
+                       best_epoch=stopper.best_epoch)
 
 
 def keep_averaged_weights_on_stop():
@@ -164,24 +171,18 @@ def make_optimizer(name: str, learning_rate: float, weight_decay: float, schedul
     return keras.optimizers.Adam(rate, **averaging)
 
 
-def best_index(values, monitor: str) -> int:
-    """The first best epoch (0-based), as EarlyStopping picks it: lowest loss or highest accuracy,
-    never a NaN (a diverged epoch); the first epoch if all are NaN."""
-    values = np.asarray(values, dtype=float)
-    if np.isnan(values).all():
-        return 0
-    return int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
-
-
-def monitored_best(values, monitor: str, start_from_epoch: int) -> int:
-    """The epoch (0-based) whose weights EarlyStopping restores: the best from `start_from_epoch` on
-    (clamped to the last epoch), as Keras ignores earlier epochs."""
-    start = min(start_from_epoch, max(len(values) - 1, 0))
-    return start + best_index(list(values)[start:], monitor)
-
-
 def is_better(value: float, than: float, monitor: str) -> bool:
     return value < than if monitor.endswith("loss") else value > than
+
+
+def best_phase(phases: list[PhaseResult], monitor: str) -> int:
+    """The index of the phase whose best epoch wins on `monitor`: a later phase only when strictly
+    better (a tie or a NaN keeps the earlier one). ResNet50 keeps that phase's weights."""
+    best = 0
+    for i, phase in enumerate(phases[1:], start=1):
+        if is_better(phase.best_value(monitor), phases[best].best_value(monitor), monitor):
+            best = i
+    return best
 
 
 def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:

@@ -12,13 +12,13 @@ import numpy as np
 
 from ..log import progress
 from ..model.architectures import FEATURES_LAYER, HEAD_LAYERS, ModelError
-from ..model.clinical import IMAGE_INPUT, clinical_fields, column, fuse, metadata_inputs, shared_layers
-from ..params import Params
+from ..model.clinical import IMAGE_INPUT, clinical_fields, column, fuse, clinical_input_layers, shared_layers
+from ..params import RESNET50_BLOCKS, Params
 from ..prepared import PreparedData
 from .augment import augment_summary
 from .distribute import local_copy, replicas, scope
 from .inputs import arrays_dataset, image_datasets
-from .phase import PhaseResult, fit_phase, is_better, monitored_best, training_args
+from .phase import PhaseResult, best_phase, fit_phase, training_args
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def backbone_layers(model) -> list:
 
 
 def residual_blocks(model) -> list[str]:
-    """Block names bottom to top: conv2_block1 ... conv5_block3 (16 in ResNet50)."""
+    """Block names bottom to top: conv2_block1 ... conv5_block3 (RESNET50_BLOCKS in ResNet50)."""
     blocks = []
     for layer in backbone_layers(model):
         match = _BLOCK.match(layer.name)
@@ -54,7 +54,7 @@ def layers_to_unfreeze(model, unfreeze: str) -> list:
         close = difflib.get_close_matches(unfreeze, names, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else " (e.g. conv5_block1_1_conv)"
         raise ModelError(f"models.resnet50.fine_tune.unfreeze: '{unfreeze}' is neither a block count "
-                         f"(1..16) nor a ResNet50 layer name{hint}")
+                         f"(1..{RESNET50_BLOCKS}) nor a ResNet50 layer name{hint}")
     return layers[names.index(unfreeze):]
 
 
@@ -90,7 +90,7 @@ def head_model(model):
 
     features = keras.Input(model.get_layer(FEATURES_LAYER).output.shape[1:], name="features")
     fields = clinical_fields(model)
-    clinical = metadata_inputs(fields)
+    clinical = clinical_input_layers(fields)
     x = fuse(features, clinical, shared_layers(model, fields)) if fields else features
     for name in HEAD_LAYERS:
         x = model.get_layer(name)(x)
@@ -132,7 +132,7 @@ def train_resnet50(model, params: Params, data: PreparedData, class_weight: dict
     fine = fit_phase("fine_tune", model, train, val, class_weight=class_weight, strategy=strategy, **{
         **training_args(params.train, params.seed, live), "epochs": tune.epochs,
         "learning_rate": tune.learning_rate})
-    if best_head_weights is not None and not _improved(fine, head, es):
+    if best_head_weights is not None and best_phase([head, fine], es.monitor) == 0:
         log.info(f"fine-tuning did not improve {es.monitor}: keeping the head phase's best weights")
         model.set_weights(best_head_weights)
     return [head, fine]
@@ -147,8 +147,8 @@ def _head_phase(model, params: Params, data: PreparedData, class_weight: dict | 
     batch = t.batch_size * replicas(strategy)  # global batch
     fit_args = dict(class_weight=class_weight, strategy=strategy, **training_args(t, params.seed, live))
     if params.model_params.augment.enabled:
-        log.info(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off for the head phase; "
-                 "every epoch runs the frozen backbone on new random variants")
+        log.info(f"augmentation on ({augment_summary(params.model_params.augment)}): feature caching off "
+                 "for the head phase; every epoch runs the frozen backbone on new random variants")
         train, val = image_datasets(params, data, batch)
         result = fit_phase("head", model, train, val, **fit_args)
         result.notes = {"feature_caching": False}
@@ -175,13 +175,5 @@ def _head_inputs(features: np.ndarray, split, fields: list[str]):
     """The head model's inputs: the cached features, with the clinical columns if it takes them."""
     if not fields:
         return features
-    return {"features": features, **{name: column(name, split.metadata[name]) for name in fields}}
+    return {"features": features, **{name: column(name, split.clinical[name]) for name in fields}}
 
-
-def _improved(fine: PhaseResult, head: PhaseResult, es) -> bool:
-    return is_better(_best_value(fine, es), _best_value(head, es), es.monitor)
-
-
-def _best_value(phase: PhaseResult, es) -> float:
-    values = phase.history[es.monitor]
-    return values[monitored_best(values, es.monitor, es.start_from_epoch)]

@@ -17,9 +17,9 @@ from ..params import EarlyStoppingParams, Params
 from ..prepared import PreparedData
 from .augment import augment_summary
 from .distribute import local_copy, make_strategy, replicas, scope, set_precision
-from .history import METRIC_COLUMNS
+from ..contracts.history import METRIC_COLUMNS
 from .inputs import image_datasets
-from .phase import PhaseResult, best_index, class_weights, fit_phase, monitored_best, training_args
+from .phase import PhaseResult, best_phase, class_weights, fit_phase, training_args
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _train(params: Params, data: PreparedData, live, strategy):
     from ..model.clinical import fit_encoding
 
     t = params.train
-    encoding = fit_encoding(params.model_params.metadata, data.splits["train"].metadata)
+    encoding = fit_encoding(params.model_params.clinical, data.splits["train"].clinical)
     if encoding:
         log.info(f"clinical inputs: {', '.join(encoding)} (encoding fitted on the training split)")
     with scope(strategy):  # the variables become the strategy's (mirrored) variables
@@ -105,7 +105,7 @@ def _calibrate(model, params: Params, data: PreparedData):
     variants = None  # validation predicted as `evaluate` will (with its test-time augmentation)
     if t.logit_adjustment.auto or t.temperature == "auto":
         variants = variant_probabilities(model, val, params.evaluate.batch_size, params.evaluate.tta,
-                                         metadata=val.metadata)
+                                         clinical=val.clinical)
     prior = class_prior(data.splits["train"].labels, len(data.class_names))
     model, adjustment = _adjust_logits(model, params, val.labels, variants, prior)
     if variants is not None:  # what the adjusted model gives (the layer's arithmetic, in NumPy)
@@ -126,7 +126,7 @@ def _fit_decision(model, params: Params, data: PreparedData, temperature: float)
         model = fit_detector(model, data.splits["train"], val, params.evaluate.batch_size, params.evaluate.tta,
                              t.ood.stages)
     probs, scores = predict_outputs(model, val, params.evaluate.batch_size, params.evaluate.tta,
-                                    temperature, metadata=val.metadata)
+                                    temperature, clinical=val.clinical)
     record = fit_thresholds(probs, scores, t.ood.retain, t.uncertain.coverage, t.ood.method)
     if "ood" in record:
         record["ood"]["stages"] = t.ood.stages
@@ -135,7 +135,7 @@ def _fit_decision(model, params: Params, data: PreparedData, temperature: float)
     return model, {"decision": record}
 
 
-def _temperature(setting: str | None, labels, variants) -> dict:
+def _temperature(setting: float | str | None, labels, variants) -> dict:
     """{"temperature": T} and, when fitted, the validation log loss before and after."""
     from ..model.inference import average_views
     from ..model.temperature import fit_temperature, negative_log_likelihood
@@ -143,7 +143,7 @@ def _temperature(setting: str | None, labels, variants) -> dict:
     if setting is None:
         return {}
     if setting != "auto":
-        return {"temperature": float(setting)}
+        return {"temperature": setting}
     probs = average_views(variants)
     temperature = fit_temperature(labels, probs)
     before, after = (negative_log_likelihood(labels, probs, value) for value in (1.0, temperature))
@@ -206,11 +206,8 @@ def history_rows(phases: list[PhaseResult]) -> list[dict]:
 
 
 def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingParams) -> dict:
-    monitor, candidates, offset = es.monitor, [], 0
-    for phase in phases:  # each phase's restored epoch; the better phase's weights are kept
-        candidates.append(offset + monitored_best(phase.history[monitor], monitor, es.start_from_epoch))
-        offset += phase.epochs_run
-    best = candidates[best_index([history[i][monitor] for i in candidates], monitor)]
+    winner = best_phase(phases, es.monitor)  # the phase whose best weights are kept (ResNet50)
+    best = sum(phase.epochs_run for phase in phases[:winner]) + phases[winner].best_epoch
     summary = {
         "epochs_run": len(history),
         "best_epoch": best + 1,
@@ -225,14 +222,6 @@ def _summary(history: list[dict], phases: list[PhaseResult], es: EarlyStoppingPa
         for phase in phases:
             summary.update(phase.notes)
     return summary
-
-
-HEADLINE_KEYS = ("epochs_run", "best_epoch", "train_seconds", "logit_adjustment_tau")
-
-
-def headline_summary(summary: dict) -> dict:
-    """metrics/train.json: the training figures `dvc exp show` lists (train_full.json has all)."""
-    return {key: summary.get(key) for key in HEADLINE_KEYS}
 
 
 def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
@@ -254,9 +243,9 @@ def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
 
 
 def _clinical_record(params: Params, summary: dict) -> dict:
-    """The clinical inputs, the CSV columns they were trained from (`skinsage predict --metadata`
+    """The clinical inputs, the CSV columns they were trained from (`skinsage predict --clinical`
     accepts those names) and their fitted encoding; nothing for an image-only model."""
-    fields = list(params.model_params.metadata or ())
+    fields = list(params.model_params.clinical or ())
     if not fields:
         return {}
     columns = params.data.csv.clinical.columns() if params.data.csv.clinical else {}

@@ -2,7 +2,7 @@
 
 One CSV row per image: an id column (file name, extension optional), the label as a column of
 class names or as one-hot columns, and optionally a group column (lesion or patient id) that the
-split keeps together. A second CSV (`data.csv.metadata`) may supply columns the first lacks.
+split keeps together. A second CSV (`data.csv.extra_csv`) may supply columns the first lacks.
 
 Policy: the CSV is the dataset's definition, so a missing column, a duplicate id or an empty or
 unknown label stops `prepare` with the row and column named; an image that is missing or
@@ -21,8 +21,8 @@ import numpy as np
 
 from ...params import CsvParams
 from ..images import is_image_name
-from . import Listing, RawDataset, decode_listing
-from .folder import walk_files
+from .dataset import Listing, RawDataset
+from .folder import decode_listing, walk_files
 from .table import CsvError, Table, id_key, read_table, require_columns, rows_by_id
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def list_csv_table(c: CsvParams) -> Listing:
     if c.group is not None:
         listing.groups = {"all": np.asarray([group_of(entry) for entry, _ in found], dtype=str)}
     if c.clinical is not None:
-        listing.metadata = {"all": clinical_arrays([entry for entry, _ in found], Path(c.path).name)}
+        listing.clinical = {"all": clinical_arrays([entry for entry, _ in found], Path(c.path).name)}
     return listing
 
 
@@ -68,7 +68,7 @@ def group_of(entry: Entry) -> str:
     return entry.group if entry.group else f"(no group) {entry.image_id}"
 
 
-# --- clinical metadata (data.csv.clinical) ----------------------------------------------------
+# --- clinical data (data.csv.clinical) ----------------------------------------------------
 
 UNKNOWN = "unknown"  # the category of a missing sex or site (HAM10000 writes it; ISIC leaves cells empty)
 MISSING_AGE = {"", "nan", "na", "n/a", "none", "null", "unknown"}
@@ -114,7 +114,7 @@ def read_entries(c: CsvParams) -> tuple[list[Entry], Counter]:
     needed = [("data.csv.id", c.id)] + [("data.csv.label", col) for col in label_columns] \
         + ([("data.csv.group", c.group)] if c.group else []) \
         + [(f"data.csv.clinical.{name}", col) for name, col in clinical.items()]
-    extra = _join_metadata(table, c, [col for _, col in needed if col not in table.columns])
+    extra = _join_extra_csv(table, c, [col for _, col in needed if col not in table.columns])
     require_columns(table, needed, extra)
     _check_names_against_columns(c)
     entries, excluded, first_row = [], Counter(), {}
@@ -148,13 +148,13 @@ def _check_id(image_id: str, number: int, column: str, first_row: dict[str, int]
     first_row[key] = number
 
 
-def _join_metadata(table: Table, c: CsvParams, missing: list[str]) -> dict[str, dict[str, str]]:
-    """id -> the columns the main CSV lacks, from data.csv.metadata (joined on data.csv.id)."""
-    if not missing or c.metadata is None:
+def _join_extra_csv(table: Table, c: CsvParams, missing: list[str]) -> dict[str, dict[str, str]]:
+    """id -> the columns the main CSV lacks, from data.csv.extra_csv (joined on data.csv.id)."""
+    if not missing or c.extra_csv is None:
         return {}
-    meta = read_table(Path(c.metadata), "data.csv.metadata")
+    meta = read_table(Path(c.extra_csv), "data.csv.extra_csv")
     if c.id not in meta.columns:
-        raise CsvError(f"data.csv.metadata: {meta.path} has no column '{c.id}' (data.csv.id) to join on; "
+        raise CsvError(f"data.csv.extra_csv: {meta.path} has no column '{c.id}' (data.csv.id) to join on; "
                        f"columns: {', '.join(meta.columns)}")
     wanted = [col for col in missing if col in meta.columns]
     joined = {key: {col: row[col] for col in wanted} for key, (_, row) in rows_by_id(meta, c.id).items()}
@@ -162,7 +162,7 @@ def _join_metadata(table: Table, c: CsvParams, missing: list[str]) -> dict[str, 
     if wanted and absent:
         number, image_id = absent[0]
         raise CsvError(f"{table.path}: row {number}, column '{c.id}': id '{image_id}' has no row in "
-                       f"{meta.path} (data.csv.metadata), which supplies {', '.join(wanted)}"
+                       f"{meta.path} (data.csv.extra_csv), which supplies {', '.join(wanted)}"
                        + (f"; {len(absent) - 1} more id(s) are missing" if len(absent) > 1 else ""))
     return joined
 

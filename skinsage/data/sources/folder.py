@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import SkinSageError, debug_mode, unexpected_reason
 from ...log import progress
 from ..images import ImageError, is_image_name, is_os_clutter, load_image
-from . import Listing, RawDataset, decode_listing
+from .dataset import Listing, RawDataset
 
 
 class FolderError(SkinSageError, ValueError):
@@ -83,6 +83,24 @@ def _list_classes(root: Path, class_dirs: list[Path], class_labels):
         labels += [label] * len(found)
         skipped += not_read
     return paths, np.asarray(labels, dtype=np.int64), skipped
+
+
+def decode_listing(listing: Listing, size: int, workers: int) -> RawDataset:
+    """Every listed file decoded into memory (the npz store); unreadable ones join `skipped`."""
+    raw = RawDataset(name=listing.name, class_names=listing.class_names, images={}, labels={},
+                     skipped=list(listing.skipped))
+    for split, paths in listing.paths.items():
+        where = "" if split == "all" else f"/{split}"
+        raw.images[split], kept, not_decoded = decode_files(paths, size, workers, f"decode {listing.name}{where}")
+        raw.labels[split] = listing.labels[split][kept]
+        raw.paths[split] = [paths[i] for i in kept]
+        if listing.groups:
+            raw.groups[split] = listing.groups[split][kept]
+        if listing.clinical:
+            raw.clinical[split] = {key: values[kept] for key, values in listing.clinical[split].items()}
+        raw.skipped += not_decoded
+    raw.skipped.sort()
+    return raw
 
 
 def decode_files(paths: list, size: int, workers: int, desc: str):

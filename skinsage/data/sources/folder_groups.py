@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ...params import FolderGroupsParams
-from . import RawDataset
+from .dataset import RawDataset
 from .table import id_key, read_table, require_columns, rows_by_id
 
 log = logging.getLogger(__name__)

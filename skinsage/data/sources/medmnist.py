@@ -23,7 +23,7 @@ from ...log import progress
 from ...params import MEDMNIST_SIZES, MedmnistParams
 from ...prepared import SPLITS
 from ..images import resize_array
-from . import RawDataset
+from .dataset import RawDataset
 
 log = logging.getLogger(__name__)
 DEMO_COMMAND = "make demo   (or: dvc exp run -S data.source=synthetic -S model=cnn)"

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from ...errors import SkinSageError
 from ...params import SyntheticParams
-from . import RawDataset
+from .dataset import RawDataset
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
 COLOURS = {"circle": (120, 40, 30), "square": (60, 30, 90), "triangle": (150, 90, 40),

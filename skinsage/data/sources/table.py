@@ -70,10 +70,10 @@ def rows_by_id(table: Table, column: str) -> dict[str, tuple[int, dict[str, str]
 
 
 def require_columns(table: Table, needed: list[tuple[str, str]], joined: dict) -> None:
-    """Every (params key, column) must be in the CSV's header or come from the metadata CSV."""
+    """Every (params key, column) must be in the CSV's header or come from the extra CSV (data.csv.extra_csv)."""
     available = set(table.columns) | {col for row in joined.values() for col in row}
     for key, column in needed:
         if column not in available:
             raise CsvError(f"{key}: no column '{column}' in {table.path} (row 1, the header); "
                            f"columns: {', '.join(table.columns)}"
-                           + ("" if joined else "; a second CSV can supply it: data.csv.metadata"))
+                           + ("" if joined else "; a second CSV can supply it: data.csv.extra_csv"))
