@@ -85,8 +85,8 @@ def functional(model) -> keras.Model:
     logit_adjustment makes: its layers keep the Sequential's calls) is a chain of layers: rebuilt as
     fresh copies with the same weights. Other functional models (ResNet50, clinical inputs) as they are."""
     single = all(len(layer._inbound_nodes) <= 1 for layer in model.layers)
-    if not isinstance(model, keras.Sequential) and single:
-        return model
+    if (not isinstance(model, keras.Sequential) and single) or len(model.inputs) > 1:
+        return model  # a model with clinical inputs: its own graph (stage_tensors walks it)
     (original,) = model.inputs
     inputs = keras.Input(original.shape[1:], dtype=original.dtype, name="image")
     x = inputs
@@ -102,14 +102,32 @@ def functional(model) -> keras.Model:
 def stage_tensors(model, stages: int) -> list:
     """The last 4-D output at each spatial size, in order, of the last `stages` resolution stages."""
     last = {}
-    for layer in model.layers:
-        output = getattr(layer, "output", None)
-        if output is not None and not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4 \
-                and type(layer).__name__ != "InputLayer":
+    for layer, output in _graph_tensors(model):
+        if len(output.shape) == 4 and type(layer).__name__ != "InputLayer":
             last[tuple(output.shape[1:3])] = output
     if not last:
         raise ValueError(f"{model.name}: no convolutional stage to fit an out-of-distribution detector on")
     return list(last.values())[-stages:]
+
+
+def _graph_tensors(model) -> list:
+    """(layer, tensor) of the model's own graph in topological order, walked back from its
+    outputs: a layer also called in another graph (the CNN's layers, built in a Sequential first)
+    has several outputs, and `layer.output` may be the other graph's."""
+    seen, order = set(), []
+
+    def visit(tensor):
+        if id(tensor) in seen:
+            return
+        seen.add(id(tensor))
+        layer, node_index, _ = tensor._keras_history
+        for parent in layer._inbound_nodes[node_index].input_tensors:
+            visit(parent)
+        order.append((layer, tensor))
+
+    for output in model.outputs:
+        visit(output)
+    return order
 
 
 def statistics_model(model, stages: int) -> keras.Model:
