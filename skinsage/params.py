@@ -220,6 +220,18 @@ class ReferralParams:
 
 
 @dataclass(frozen=True)
+class OodParams:
+    method: Literal["feature_stats", "none"]  # feature_stats: model/ood.py; none = no detector
+    retain: float        # share of validation lesions the threshold keeps (0.5..1)
+    stages: int          # the last N resolution stages of the network scored (>= 1)
+
+
+@dataclass(frozen=True)
+class UncertainParams:
+    coverage: Optional[float]  # share of in-distribution validation images answered `ok`; None = no band
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int
     batch_size: int
@@ -235,6 +247,8 @@ class TrainParams:
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
     temperature: Union[float, AUTO, None]  # None = off (T = 1), a number, or "auto" (fitted on validation)
+    ood: OodParams       # the out-of-distribution detector and its threshold
+    uncertain: UncertainParams  # the "uncertain" band on the calibrated top probability
     mixed_precision: Literal["auto", "off", "on"]  # auto: mixed_float16 only when a GPU is visible
     distribute: Literal["auto", "none", "mirrored", "multi_worker"]  # tf.distribute strategy (train/distribute.py)
     referral: ReferralParams  # the referral operating point, fitted on validation (model/referral.py)
@@ -488,6 +502,13 @@ def _check_values(p: Params) -> None:
     _check_logit_adjustment(t.logit_adjustment)
     _check_temperature(t.temperature)
     _check_referral(t.referral)
+    _require(0.5 <= t.ood.retain < 1, f"train.ood.retain: the share of validation lesions kept, in "
+             f"[0.5, 1) (e.g. 0.95), got {t.ood.retain:g}")
+    _require(t.ood.stages >= 1, f"train.ood.stages: the number of the network's last resolution stages "
+             f"scored, >= 1 (e.g. 2), got {t.ood.stages}")
+    _require(t.uncertain.coverage is None or 0 < t.uncertain.coverage <= 1,
+             f"train.uncertain.coverage: the share of validation images answered ok, in (0, 1] (e.g. "
+             f"0.9), or null for no uncertain band; got {t.uncertain.coverage}")
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
     _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
     _require(0 <= t.ema < 1, f"train.ema: the moving average's momentum per step, in [0, 1) (0 = off; "

@@ -64,7 +64,7 @@ def test_predict_csv_with_top_k(capsys, model_path, clf, photos):
                        "--format", "csv", "--top-k", "2")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["path", "image_size", "label_1", "probability_1", "label_2",
+    assert list(rows[0]) == ["path", "image_size", "status", "ood_score", "label_1", "probability_1", "label_2",
                              "probability_2", "refer", "refer_probability"]
     assert [row["path"] for row in rows] == [str(p) for p in photos]
     for row, path in zip(rows, photos):
@@ -80,7 +80,7 @@ def test_predict_table(capsys, model_path, clf, photos):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(f"model {model_path}: cnn, 3 classes, input {SIZE}x{SIZE} px")
-    assert lines[1].split() == ["path", "#1", "#2", "#3", "refer"]
+    assert lines[1].split() == ["path", "status", "ood_score", "#1", "#2", "#3", "refer"]
     for line, path in zip(lines[2:], photos):
         best = clf.predict(path)
         assert line.startswith(str(path)) and f"{best.label} {best.probability:6.1%}" in line

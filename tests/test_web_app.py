@@ -4,6 +4,7 @@ real (system) Chromium driven by Playwright."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tiny_model import CLASSES, noise, save
+from tiny_model import CLASSES, SIZE, lesion_like, noise, save
 
 pytest.importorskip("fastapi", reason="the web app needs fastapi (requirements.txt)")
 pytest.importorskip("uvicorn", reason="the web app needs uvicorn (requirements.txt)")
@@ -52,7 +53,14 @@ def server(model_path):
 
 @pytest.fixture
 def photo(tmp_path) -> Path:
-    return save(Image.fromarray(noise(5, (30, 40, 3))), tmp_path / "lesion.png")
+    """Like the tiny model's training "lesions" (tiny_model.lesion_like): answered."""
+    return save(Image.fromarray(lesion_like(1, SIZE, seed=7)[0]), tmp_path / "lesion.png")
+
+
+@pytest.fixture
+def not_a_lesion(tmp_path) -> Path:
+    """Noise: nothing like the training lesions, refused as out_of_distribution."""
+    return save(Image.fromarray(noise(5, (30, 40, 3))), tmp_path / "noise.png")
 
 
 def post_file(url: str, name: str, data: bytes) -> tuple[int, dict]:
@@ -68,9 +76,11 @@ def post_file(url: str, name: str, data: bytes) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def test_api_explains_a_photo_and_rejects_bad_uploads_while_serving_on(server, photo):
+def test_api_explains_a_photo_and_rejects_bad_uploads_while_serving_on(server, photo, not_a_lesion):
     status, good = post_file(server, photo.name, photo.read_bytes())
-    assert status == 200
+    assert status == 200 and good["status"] in ("ok", "uncertain") and isinstance(good["ood_score"], float)
+    status, refused = post_file(server, not_a_lesion.name, not_a_lesion.read_bytes())
+    assert status == 200 and refused["status"] == "out_of_distribution" and refused["ood_score"] > good["ood_score"]
     assert [entry["label"] for entry in good["top_k"]] == sorted(
         CLASSES, key=lambda c: -next(e["probability"] for e in good["top_k"] if e["label"] == c))
     assert good["overlay"].startswith("data:image/png;base64,") and good["explained"] == good["label"]
@@ -94,7 +104,8 @@ def test_page_shows_the_model_and_the_notice(server):
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no system Chromium at {CHROMIUM} "
                                                   "(apt-get install chromium)")
-def test_in_chromium_upload_shows_top3_and_overlay_and_a_bad_file_shows_an_error(server, photo, tmp_path):
+def test_in_chromium_upload_shows_top3_and_overlay_and_a_bad_file_shows_an_error(server, photo, not_a_lesion,
+                                                                                tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     bad = tmp_path / "not_a_photo.jpg"
     bad.write_text("plain text")
@@ -115,17 +126,32 @@ def test_in_chromium_upload_shows_top3_and_overlay_and_a_bad_file_shows_an_error
 
             _upload_and_check(page, photo)  # the server and the page recover
             assert page.locator("#error").inner_text() == ""
+
+            # not a lesion: the refusal instead of the class bars and the heat map
+            page.set_input_files("#file", str(not_a_lesion))
+            page.wait_for_selector("#refusal:not([hidden])", timeout=30_000)
+            assert "does not look like a dermoscopic image of a skin lesion" in page.locator("#refusal").inner_text()
+            assert page.locator("#top").is_hidden() and page.locator("#overlay").is_hidden()
+            assert page.locator("#photo").is_visible()
+            shots = Path(os.environ.get("SKINSAGE_SCREENSHOTS", tmp_path))
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "web_refusal.png"), full_page=True)
+            _upload_and_check(page, photo)  # and answers the next lesion again
+            assert page.locator("#refusal").is_hidden()
         finally:
             browser.close()
 
 
 def _upload_and_check(page, photo: Path) -> None:
+    page.evaluate("document.getElementById('status').textContent = ''")
     page.set_input_files("#file", str(photo))
-    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    page.wait_for_function(f"document.getElementById('status').textContent === 'Done: {photo.name}'",
+                           timeout=30_000)
+    assert page.locator("#result").is_visible() and page.locator("#refusal").is_hidden()
     items = page.locator("#top li").all_inner_texts()
     assert len(items) == 3 and all(any(name in item for name in CLASSES) for item in items)
     # the overlay is a decoded image in the page, not a broken one
-    assert page.eval_on_selector("#overlay", "img => img.complete && img.naturalWidth") == 40
+    assert page.eval_on_selector("#overlay", "img => img.complete && img.naturalWidth") == SIZE
     assert page.locator("#overlay").is_visible() and page.locator("#photo").is_visible()
     # the referral advice, right under the "not for diagnosis" notice, as the API decided it
     _, answer = post_file(page.url.rstrip("/"), photo.name, photo.read_bytes())

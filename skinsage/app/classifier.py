@@ -26,9 +26,10 @@ from PIL import Image
 
 from ..data.images import ImageError, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
-from ..model.inference import check_tta, predict_probabilities
-from ..model.model_file import (check_metadata, check_network, clinical_record, inference_settings,
-                                referral_settings)
+from ..model.decision import statuses
+from ..model.inference import check_tta, predict_outputs
+from ..model.model_file import (check_metadata, check_network, clinical_record, decision_settings,
+                                inference_settings, referral_settings)
 from ..model.referral import decide
 from .clinical_input import ClinicalTable, checked_value, missing_clinical_message, resolve
 
@@ -51,6 +52,10 @@ class Prediction:
     probabilities: dict[str, float]  # all classes, sums to 1
     image_size: int                  # the model's input size the image was resized to
     source: str | None = None        # the file, when predicted from a path
+    # ok | uncertain | out_of_distribution (model/decision.py); ood_score: higher = less like the
+    # training lesions, None for a model file without a detector
+    status: str = "ok"
+    ood_score: float | None = None
     # the referral advice (model/referral.py): P(refer) >= the threshold fitted on validation; both
     # None for a model without a recorded referral, refer None for an out-of-distribution image
     refer: bool | None = None
@@ -60,6 +65,7 @@ class Prediction:
         return {"path": self.source, "label": self.label, "probability": self.probability,
                 "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
                 "probabilities": dict(self.probabilities), "image_size": self.image_size,
+                "status": self.status, "ood_score": self.ood_score,
                 "refer": self.refer, "refer_probability": self.refer_probability}
 
 
@@ -113,6 +119,11 @@ class Classifier:
                                "and cannot run without it; use the .keras model for TTA none")
         self.runtime_tta = "none" if in_graph == "flips" else self.tta
         self.runtime_temperature = 1.0 if getattr(model, "temperature_in_graph", False) else self.temperature
+        self.decision = decision_settings(metadata, where)  # the thresholds behind `status`
+        if self.decision["ood"] is None:
+            log.warning(f"{where}: this model file has no out-of-distribution detector (trained before "
+                        "it existed, or with train.ood.method: none): ood_score is null and no image "
+                        "is refused as out_of_distribution; retrain it to get one")
         record = clinical_record(metadata)
         # the clinical inputs the model takes (age, sex, site) and the CSV columns it learnt them from
         self.clinical_inputs, self.clinical_columns = record["inputs"], record["columns"]
@@ -178,7 +189,8 @@ class Classifier:
         result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
                                        temperature=self.temperature)
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
-        prediction = self._result(result.probabilities[0], source_name, top_k)
+        # the status and ood_score from the inference path (Grad-CAM's own pass has no detector)
+        prediction = self._predict_arrays([array], [source_name], top_k, BATCH_SIZE)[0]
         photo = self._photo(source, max_side, max_pixels)
         return Explanation(prediction=prediction, explained=self.classes[result.class_indices[0]],
                            heatmap=result.maps[0], layer=result.layer, photo=photo,
@@ -215,8 +227,14 @@ class Classifier:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
         exactly what the `evaluate` stage scores for them. `clinical`: field -> (N,) values, for a
         model with clinical inputs."""
-        return predict_probabilities(self.model, images, batch_size, self.runtime_tta, self.runtime_temperature,
-                                     clinical=clinical)
+        return self.outputs(images, batch_size, clinical)[0]
+
+    def outputs(self, images: np.ndarray, batch_size: int = BATCH_SIZE,
+                clinical: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+        """(probabilities as `probabilities`, (N,) ood scores or None, N statuses): one pass."""
+        probs, scores = predict_outputs(self.model, images, batch_size, self.runtime_tta,
+                                        self.runtime_temperature, clinical=clinical)
+        return probs, scores, statuses(probs, scores, self.decision)
 
     def clinical_table(self, path: str | Path) -> ClinicalTable:
         """A `--clinical` CSV read for this model's clinical inputs (id column: the training one too)."""
@@ -320,17 +338,20 @@ class Classifier:
         columns = self._columns(rows)  # before the early return: a missing-clinical-data error is never skipped
         if not arrays:
             return []
-        probs = self.probabilities(np.stack(arrays), batch_size, columns)
-        return [self._result(row, source, top_k) for row, source in zip(probs, sources)]
+        probs, scores, status = self.outputs(np.stack(arrays), batch_size, columns)
+        return [self._result(row, source, top_k, status[i], None if scores is None else float(scores[i]))
+                for i, (row, source) in enumerate(zip(probs, sources))]
 
-    def _result(self, row: np.ndarray, source: str | None, top_k: int) -> Prediction:
+    def _result(self, row: np.ndarray, source: str | None, top_k: int, status: str = "ok",
+                ood_score: float | None = None) -> Prediction:
         order = np.argsort(-row, kind="stable")[:top_k]  # ties keep the class order
         ranked = [(self.classes[i], float(row[i])) for i in order]
-        (refer,), (refer_probability,) = decide(row[None], self.classes, self.referral)
+        # an out-of-distribution image gets no referral advice (refer None), never "no referral"
+        (refer,), (refer_probability,) = decide(row[None], self.classes, self.referral, [status])
         return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
                           probabilities={name: float(p) for name, p in zip(self.classes, row)},
-                          image_size=self.image_size, source=source, refer=refer,
-                          refer_probability=refer_probability)
+                          image_size=self.image_size, source=source, status=status, ood_score=ood_score,
+                          refer=refer, refer_probability=refer_probability)
 
 
 _NO_ROW = object()  # a ClinicalTable without a row for the file

@@ -208,6 +208,7 @@ def run_explain(args) -> int:
 
     from ..data.images import ImageError
     from ..fileio import atomic_path, write_json
+    from ..model.decision import OUT_OF_DISTRIBUTION
     from .classifier import Classifier, PredictError
     from .files import collect_images
 
@@ -229,8 +230,9 @@ def run_explain(args) -> int:
         with atomic_path(out / names[path]) as tmp:
             Image.fromarray(explanation.overlay).save(tmp, format="PNG")
         records.append({**explanation.to_dict(), "overlay": names[path]})
-        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}); "
-              f"map of {explanation.explained} -> {out / names[path]}")
+        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}, "
+              f"{explanation.prediction.status}); map of {explanation.explained} -> {out / names[path]}"
+              + (OOD_MAP_NOTE if explanation.prediction.status == OUT_OF_DISTRIBUTION else ""))
     _report_skipped(skipped)
     if not records:
         raise PredictError(f"none of the {len(found.files)} file(s) could be read as an image")
@@ -239,6 +241,11 @@ def run_explain(args) -> int:
                                         "skipped": [{"path": p, "reason": r} for p, r in skipped]})
     print(f"wrote {len(records)} overlay(s) and {out / EXPLANATIONS_FILE}")
     return 0
+
+
+OOD_MAP_NOTE = ("\n  warning: this image does not look like a dermoscopic image of a skin lesion "
+                "(out_of_distribution): the map explains a class it does not belong to; do not read it as "
+                "a finding")
 
 
 def _overlay_names(files) -> dict:
@@ -257,6 +264,7 @@ def run_evaluate(args) -> int:
     from ..contracts.evaluation import json_safe, scalar_metrics
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
+    from ..model.decision import STATUSES
     from .classifier import Classifier
     from .console import metrics_text, model_line, referral_line
     from .evaluation_data import load_labelled
@@ -275,7 +283,8 @@ def run_evaluate(args) -> int:
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
                                         bootstrap=bootstrap, seed=seed, **ece, referral=clf.referral,
-                                        subgroups=_subgroup_params(recorded))
+                                        subgroups=_subgroup_params(recorded), decision=clf.decision)
+    metrics.pop("per_image", None)
     document = json_safe({
         "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
         "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
@@ -284,6 +293,8 @@ def run_evaluate(args) -> int:
         print(json.dumps(document, indent=2))
     else:
         print(f"{model_line(clf)}\n{referral_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
+        print("\nstatus: " + ", ".join(f"{name} {metrics[f'share_{name}']:.1%}" for name in STATUSES)
+              + f"; accuracy on ok {metrics['accuracy_ok']:.4f}; AURC {metrics['aurc']:.4f}")
     if args.out:
         write_json(args.out, document)
         print(f"\nwrote {args.out}", file=sys.stderr if args.format == "json" else sys.stdout)

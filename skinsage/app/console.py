@@ -25,9 +25,9 @@ def model_line(clf: Classifier) -> str:
 
 def predictions_table(clf: Classifier, predictions: list[Prediction]) -> str:
     ranks = max(len(p.top_k) for p in predictions)
-    header = ["path"] + [f"#{i + 1}" for i in range(ranks)] + ["refer"]
-    rows = [[printable(p.source or "-")] + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k]
-            + [refer_text(p)] for p in predictions]
+    header = ["path", "status", "ood_score"] + [f"#{i + 1}" for i in range(ranks)] + ["refer"]
+    rows = [[printable(p.source or "-"), p.status, _score(p.ood_score)]
+            + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k] + [refer_text(p)] for p in predictions]
     return model_line(clf) + "\n" + _columns([header, *rows]) + "\n" + referral_line(clf)
 
 
@@ -57,15 +57,20 @@ def predictions_csv(predictions: list[Prediction]) -> str:
     ranks = max(len(p.top_k) for p in predictions)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "image_size"]
+    writer.writerow(["path", "image_size", "status", "ood_score"]
                     + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")]
                     + ["refer", "refer_probability"])
     for p in predictions:  # refer: true/false, empty when there is no advice
-        writer.writerow([csv_text(p.source), p.image_size]
+        score = "" if p.ood_score is None else f"{p.ood_score:.6g}"
+        writer.writerow([csv_text(p.source), p.image_size, p.status, score]
                         + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")]
                         + [{True: "true", False: "false", None: ""}[p.refer],
                            "" if p.refer_probability is None else f"{p.refer_probability:.6f}"])
     return buffer.getvalue()
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def printable(text: str) -> str:

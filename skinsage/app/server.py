@@ -220,6 +220,7 @@ def _explain_bytes(clf: Classifier, data: bytes, filename: str | None, max_pixel
     return {"label": prediction.label, "probability": prediction.probability,
             "top_k": [{"label": name, "probability": p} for name, p in prediction.top_k],
             "refer": prediction.refer, "refer_probability": prediction.refer_probability,
+            "status": prediction.status, "ood_score": prediction.ood_score,
             "explained": explanation.explained, "layer": explanation.layer,
             "photo": _data_url(explanation.photo), "overlay": _data_url(explanation.overlay)}
 

@@ -12,6 +12,8 @@ back by `plot` (and `skinsage evaluate --out` writes the same JSON shapes):
                         them with .dvc/plots/per_class_curves.json, `plot` the PNGs)
   calibration.csv       reliability bins of the test split
   calibration_before_temperature.csv   the same before temperature scaling (identical when T = 1)
+  risk_coverage.csv     accuracy on the test images answered against the share answered, by top
+                        probability (a DVC plot; its area, AURC, is in eval_full.json)
   referral_roc.csv      the test ROC of P(refer) (curve "ROC") and the recorded operating point
                         (curve "operating point"); header only for a model without a referral
 
@@ -36,8 +38,11 @@ EVAL_FILE, EVAL_FULL_FILE, PER_CLASS_FILE, CONFUSION_FILE = ("eval.json", "eval_
 PREDICTIONS_FILE, ROC_FILE, PR_FILE = "predictions.csv", "roc.csv", "precision_recall.csv"
 CALIBRATION_FILE, CALIBRATION_BEFORE_FILE = "calibration.csv", "calibration_before_temperature.csv"
 REFERRAL_ROC_FILE = "referral_roc.csv"
+RISK_COVERAGE_FILE = "risk_coverage.csv"
 EVALUATION_FILES = (EVAL_FILE, EVAL_FULL_FILE, PER_CLASS_FILE, CONFUSION_FILE, PREDICTIONS_FILE, ROC_FILE,
-                    PR_FILE, CALIBRATION_FILE, CALIBRATION_BEFORE_FILE, REFERRAL_ROC_FILE)
+                    PR_FILE, CALIBRATION_FILE, CALIBRATION_BEFORE_FILE, REFERRAL_ROC_FILE, RISK_COVERAGE_FILE)
+# eval.json's few figures of each prediction's status (model/decision.py), test split only
+STATUS_HEADLINE_KEYS = ("share_ok", "accuracy_ok")
 # The few numbers per split that `dvc exp show` lists: it shows every key of a metrics file as a
 # column, so the rest (counts, intervals, per class) live in eval_full.json and per_class.json.
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "auc_macro_ovr", "macro_f1", "cohen_kappa", "ece", "loss")
@@ -45,6 +50,7 @@ REFERRAL_HEADLINE_KEYS = ("referral_sensitivity", "referral_specificity")  # mod
 PROBABILITY_PREFIX = "p_"
 ROC_COLUMNS = ("class", "point", "fpr", "tpr", "threshold")
 PR_COLUMNS = ("class", "point", "recall", "precision", "threshold")
+RISK_COVERAGE_COLUMNS = ("coverage", "accuracy", "risk", "threshold")
 CALIBRATION_COLUMNS = ("bin", "lower", "upper", "count", "confidence", "accuracy", "perfect")
 REFERRAL_ROC_COLUMNS = ("curve", "point", "fpr", "tpr", "threshold")
 TEXT_COLUMNS = ("class", "curve")  # the curve CSVs' columns that are names, not numbers
@@ -71,13 +77,13 @@ PER_CLASS_LABELS = {"support": "test images", "precision": "precision (PPV)",
 
 def scalar_metrics(metrics: dict) -> dict:
     """Every scalar, without the per-class figures: eval_full.json and `skinsage evaluate --out`."""
-    return {k: v for k, v in metrics.items() if k != "per_class"}
+    return {k: v for k, v in metrics.items() if k not in ("per_class", "per_image")}
 
 
 def eval_headline(scalars: dict, model_type: str) -> dict:
     """eval.json: which model was evaluated (so `dvc exp show` names it beside its accuracy), then
     HEADLINE_KEYS of the test split and of "val"."""
-    keys = HEADLINE_KEYS + tuple(k for k in REFERRAL_HEADLINE_KEYS if k in scalars)
+    keys = HEADLINE_KEYS + tuple(k for k in REFERRAL_HEADLINE_KEYS + STATUS_HEADLINE_KEYS if k in scalars)
     result = {"model_type": model_type, **{k: scalars[k] for k in keys}}
     if "val" in scalars:
         result["val"] = {k: scalars["val"][k] for k in keys if k in scalars["val"]}
@@ -103,19 +109,24 @@ def format_value(value, digits: int = 3) -> str:
 
 
 def write_predictions(path: str | Path, labels: np.ndarray, probs: np.ndarray, class_names: list[str],
-                      refer: list | None = None, refer_probability: list | None = None) -> None:
+                      per_image: dict | None = None, refer: list | None = None,
+                      refer_probability: list | None = None) -> None:
     """predictions.csv: one row per image: actual and predicted class names (DVC's confusion
-    template), confidence, the probability of every class and the referral decision (what
-    `skinsage predict` gives; `refer` true/false and empty cells without a referral)."""
+    template), confidence, status and ood_score (model/decision.py; empty when not given), the
+    probability of every class and the referral decision (what `skinsage predict` gives; `refer`
+    true/false, empty without a referral or for an out-of-distribution image)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     names = [csv_text(name) for name in class_names]  # a class named =HYPERLINK(...) stays text
-    writer.writerow(["index", "actual", "predicted", "confidence",
-                     *[PROBABILITY_PREFIX + n for n in names], "refer", "refer_probability"])
+    status = (per_image or {}).get("status") or [""] * len(labels)
+    scores = (per_image or {}).get("ood_score") or [None] * len(labels)
     refer = refer or [None] * len(labels)
     refer_probability = refer_probability or [None] * len(labels)
+    writer.writerow(["index", "actual", "predicted", "confidence", "status", "ood_score",
+                     *[PROBABILITY_PREFIX + n for n in names], "refer", "refer_probability"])
     for i, (label, row) in enumerate(zip(labels, probs)):
         writer.writerow([i, names[label], names[int(row.argmax())], f"{row.max():.6f}",
+                         status[i], "" if scores[i] is None else f"{scores[i]:.6g}",
                          *[f"{p:.9f}" for p in row], {True: "true", False: "false", None: ""}[refer[i]],
                          "" if refer_probability[i] is None else f"{refer_probability[i]:.9f}"])
     write_text(path, buffer.getvalue())

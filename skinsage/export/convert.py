@@ -253,10 +253,14 @@ class SavedModelRunner:
         self._loaded = tf.saved_model.load(str(folder))  # owns the variables: keep it alive
         (spec,) = self._loaded.serve.input_signature
         self.input_shape = tuple(spec.shape)
-        self.output_shape = tuple(self._loaded.serve.get_concrete_function().structured_outputs.shape)
+        outs = self._loaded.serve.get_concrete_function().structured_outputs
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        # [probabilities, ood_score] like the Keras model when it carries a detector
+        self.output_shape = tuple(outs[0].shape) if len(outs) == 1 else [tuple(o.shape) for o in outs]
 
-    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._loaded.serve(np.ascontiguousarray(images, dtype=np.uint8)).numpy()
+    def predict_on_batch(self, images: np.ndarray):
+        result = self._loaded.serve(np.ascontiguousarray(images, dtype=np.uint8))
+        return [o.numpy() for o in result] if isinstance(result, (list, tuple)) else result.numpy()
 
 
 def _versions() -> dict:

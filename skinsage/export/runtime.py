@@ -95,6 +95,15 @@ def _shape(dims) -> tuple:
                  for d in dims)
 
 
+def _shapes(shapes: list) -> tuple | list:
+    """One output's shape, or [probabilities, ood_score] shapes (as a two-output Keras model)."""
+    return _shape(shapes[0]) if len(shapes) == 1 else [_shape(s) for s in shapes]
+
+
+def _result(outputs: list):
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
 def _uint8(images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8:
         raise ValueError(f"exported models take uint8 images, got {images.dtype}")
@@ -113,9 +122,10 @@ class LiteRTRunner:
         # all cores, like Keras; the interpreter's default may be a single thread
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        # the probabilities first, then the ood_score (rank 1) of a model with a detector
+        self._outputs = sorted(self._interpreter.get_output_details(), key=lambda d: -len(d["shape_signature"]))
         self.input_shape = _shape(self._input["shape_signature"])
-        self.output_shape = _shape(self._output["shape_signature"])
+        self.output_shape = _shapes([d["shape_signature"] for d in self._outputs])
         # now, not at the first image: an op the runtime lacks (Select TF ops, custom ops) fails
         # here, at load, and is never run
         self._interpreter.allocate_tensors()
@@ -129,7 +139,7 @@ class LiteRTRunner:
             self._batch_shape = images.shape
         self._interpreter.set_tensor(self._input["index"], images)
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output["index"]).copy()
+        return _result([self._interpreter.get_tensor(d["index"]).copy() for d in self._outputs])
 
 
 class OnnxRunner:
@@ -142,9 +152,10 @@ class OnnxRunner:
         options.log_severity_level = 3  # errors only
         self._session = onnxruntime.InferenceSession(str(path), options,
                                                      providers=["CPUExecutionProvider"])
-        (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
-        self._name = inp.name
-        self.input_shape, self.output_shape = _shape(inp.shape), _shape(out.shape)
+        (inp,) = self._session.get_inputs()
+        outs = sorted(self._session.get_outputs(), key=lambda o: -len(o.shape))  # probabilities first
+        self._name, self._outputs = inp.name, [o.name for o in outs]
+        self.input_shape, self.output_shape = _shape(inp.shape), _shapes([o.shape for o in outs])
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._name: _uint8(images)})[0]
+        return _result(self._session.run(self._outputs, {self._name: _uint8(images)}))

@@ -91,7 +91,7 @@ def load_model(path: str | Path):
     file can run code."""
     import keras
 
-    from . import layers  # noqa: F401  registers SkinSage's custom layers
+    from . import layers, ood  # noqa: F401  registers SkinSage's custom layers
 
     metadata = read_metadata(path)
     check_metadata(metadata, str(path))
@@ -145,13 +145,15 @@ def check_network(model, metadata: dict, where: str = "model") -> None:
     """The metadata must describe this network: a mismatch would silently mislabel every image."""
     from .clinical import clinical_fields, image_input_shape
 
+    from .inference import output_width
+
     classes, size = check_metadata(metadata, where)
-    inputs, outputs = image_input_shape(model), tuple(model.output_shape)
+    inputs, width = image_input_shape(model), output_width(model)
     if inputs[1:3] not in ((size, size), (None, None)):
         raise ModelFileError(f"{where}: the network takes {inputs[1:3]} images but its metadata says "
                              f"{size} px; the file is inconsistent")
-    if outputs[-1] != len(classes):
-        raise ModelFileError(f"{where}: the network has {outputs[-1]} outputs but its metadata names "
+    if width != len(classes):
+        raise ModelFileError(f"{where}: the network has {width} outputs but its metadata names "
                              f"{len(classes)} classes; the file is inconsistent")
     fields, recorded = clinical_fields(model), clinical_record(metadata)["inputs"]
     if hasattr(model, "inputs") and sorted(fields) != sorted(recorded):
@@ -188,3 +190,14 @@ def referral_settings(metadata: dict, where: str = "model") -> dict | None:
     from .referral import RECORD_KEY, check_record
 
     return check_record(metadata.get(RECORD_KEY), list(metadata.get("classes") or []), where)
+def decision_settings(metadata: dict, where: str = "model") -> dict:
+    """The thresholds behind each prediction's `status` (model/decision.py): {"ood": {"method",
+    "retain", "threshold"} | None, "uncertain": {"coverage", "threshold"} | None}, fitted on
+    validation by `train`. A file from before has neither: its status is always "ok" and its
+    ood_score None (`Classifier` warns once)."""
+    from .decision import check_settings
+
+    try:
+        return check_settings(metadata.get("inference") or {}, where)
+    except ValueError as err:
+        raise ModelFileError(str(err)) from None
