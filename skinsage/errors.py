@@ -6,6 +6,7 @@ import os
 import sys
 
 DEBUG_VARIABLE = "SKINSAGE_DEBUG"
+MAX_ERROR_CHARS = 2_000  # an error naming 10,000 classes must still be a line a person reads
 
 
 class SkinSageError(Exception):
@@ -14,7 +15,7 @@ class SkinSageError(Exception):
 
 def print_error(err: BaseException) -> None:
     """The one way a SkinSageError reaches users (stages and the `skinsage` command): `error: …`."""
-    print(f"error: {err}", file=sys.stderr)
+    print(error_line(err), file=sys.stderr)
 
 
 def run_reporting_errors(main, *args) -> None:
@@ -28,6 +29,14 @@ def run_reporting_errors(main, *args) -> None:
     except SkinSageError as err:
         print_error(err)
         sys.exit(1)
+
+
+def error_line(err: Exception) -> str:
+    """`error: <message>` on one line, cut after MAX_ERROR_CHARS characters."""
+    text = str(err)
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}... ({len(text) - MAX_ERROR_CHARS:,} more characters)"
+    return f"error: {text}"
 
 
 def debug_mode() -> bool:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -158,6 +159,49 @@ def writable_problem(path: str | Path) -> str | None:
     os.close(fd)
     os.unlink(probe)
     return None
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED = re.compile(r"^'*[=+\-@\t\r]")
+
+
+def csv_text(value):
+    """A text cell a spreadsheet shows as text: a leading formula character gets a quote before
+    it (OWASP's advice), so a class or file named `=HYPERLINK(...)` cannot run when the CSV is
+    opened. Lossless with `from_csv_text` (a quote already before one gets another)."""
+    if isinstance(value, str) and _ESCAPED.match(value):
+        return "'" + value
+    return value
+
+
+def from_csv_text(text: str) -> str:
+    """The value `csv_text` escaped."""
+    return text[1:] if text.startswith("'") and _ESCAPED.match(text[1:]) else text
+
+
+def folder_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be an output folder (None if it can): something else is there (a file,
+    /dev/null), or a file where one of its parents should be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "exists and is not a folder; give a folder name"
+    parent = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if parent is not None and not parent.is_dir():
+        return f"{parent} is not a folder"
+    return None
+
+
+def not_regular(path: str | Path) -> str | None:
+    """"a FIFO", "a socket", "a device" when `path` exists but is not a regular file or folder:
+    opening one may block forever. Checked with stat, without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
 def _remove_stale(folder: Path, prefix: str, suffix: str) -> None:

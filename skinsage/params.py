@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,27 @@ class LogitAdjustmentParams:
 
 
 @dataclass(frozen=True)
+class ReferralParams:
+    """Which classes a clinician must see and how many of them the operating point must catch."""
+    # names of the refer classes as any source may spell them (matched ignoring case and separators);
+    # None = no referral
+    classes: Optional[tuple[str, ...]]
+    target_sensitivity: float  # share of the validation split's refer images the threshold refers
+
+
+@dataclass(frozen=True)
+class OodParams:
+    method: Literal["feature_stats", "none"]  # feature_stats: model/ood.py; none = no detector
+    retain: float        # share of validation lesions the threshold keeps (0.5..1)
+    stages: int          # the last N resolution stages of the network scored (>= 1)
+
+
+@dataclass(frozen=True)
+class UncertainParams:
+    coverage: Optional[float]  # share of in-distribution validation images answered `ok`; None = no band
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int
     batch_size: int
@@ -225,8 +247,17 @@ class TrainParams:
     early_stopping: EarlyStoppingParams
     logit_adjustment: LogitAdjustmentParams
     temperature: Union[float, AUTO, None]  # None = off (T = 1), a number, or "auto" (fitted on validation)
+    ood: OodParams       # the out-of-distribution detector and its threshold
+    uncertain: UncertainParams  # the "uncertain" band on the calibrated top probability
     mixed_precision: Literal["auto", "off", "on"]  # auto: mixed_float16 only when a GPU is visible
     distribute: Literal["auto", "none", "mirrored", "multi_worker"]  # tf.distribute strategy (train/distribute.py)
+    referral: ReferralParams  # the referral operating point, fitted on validation (model/referral.py)
+
+
+@dataclass(frozen=True)
+class SubgroupParams:
+    min_images: int              # a sex or site value with fewer test images gets no row of its own
+    age_bands: tuple[int, ...]   # ascending edges in years: [30, 60] -> <30, 30-59, >=60
 
 
 @dataclass(frozen=True)
@@ -235,6 +266,7 @@ class EvaluateParams:
     tta: Literal[TTA_CHOICES]  # flips: average the predictions of the 4 flipped variants
     bootstrap: int   # stratified bootstrap resamples for 95% CIs; 0 = no CIs
     ece_bins: int    # equal-width confidence bins of the calibration error and reliability curve
+    subgroups: SubgroupParams  # per age band, sex and site, when the data has clinical metadata
 
 
 TTA_CHOICES = ("none", "flips")  # test-time augmentation: evaluate.tta, the model file, --tta
@@ -290,6 +322,14 @@ def params_from_dict(raw: dict, source: str = "params") -> Params:
     params = _build(Params, raw, source)
     _check_values(params)
     return params
+
+
+def csv_params_from_dict(raw: dict, where: str = "data.csv") -> CsvParams:
+    """A data.csv description on its own (`skinsage evaluate` on a CSV of labels), with the checks
+    params.yaml's gets."""
+    c = _build(CsvParams, raw, where)
+    _check_csv(c)
+    return c
 
 
 def _refuse_renamed_keys(raw, source: str) -> None:
@@ -461,6 +501,14 @@ def _check_values(p: Params) -> None:
     _require(t.weight_decay >= 0, "train.weight_decay: must be >= 0")
     _check_logit_adjustment(t.logit_adjustment)
     _check_temperature(t.temperature)
+    _check_referral(t.referral)
+    _require(0.5 <= t.ood.retain < 1, f"train.ood.retain: the share of validation lesions kept, in "
+             f"[0.5, 1) (e.g. 0.95), got {t.ood.retain:g}")
+    _require(t.ood.stages >= 1, f"train.ood.stages: the number of the network's last resolution stages "
+             f"scored, >= 1 (e.g. 2), got {t.ood.stages}")
+    _require(t.uncertain.coverage is None or 0 < t.uncertain.coverage <= 1,
+             f"train.uncertain.coverage: the share of validation images answered ok, in (0, 1] (e.g. "
+             f"0.9), or null for no uncertain band; got {t.uncertain.coverage}")
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing: must be in [0, 1) (0 = off)")
     _require(0 <= t.mixup <= 1, "train.mixup: the Beta distribution's alpha, 0..1 (0 = off; 0.2 is usual)")
     _require(0 <= t.ema < 1, f"train.ema: the moving average's momentum per step, in [0, 1) (0 = off; "
@@ -476,6 +524,7 @@ def _check_values(p: Params) -> None:
     _require(p.evaluate.batch_size >= 1, "evaluate.batch_size: must be >= 1")
     _require(p.evaluate.bootstrap >= 0, "evaluate.bootstrap: must be >= 0 (0 = no confidence intervals)")
     _require(p.evaluate.ece_bins >= 1, "evaluate.ece_bins: must be >= 1 (15 is the usual choice)")
+    _check_subgroups(p.evaluate.subgroups)
     _check_upper_bounds(p)
     _check_rules(p)
 
@@ -602,6 +651,36 @@ def _check_logit_adjustment(a: LogitAdjustmentParams) -> None:
 def _check_temperature(value: float | str | None) -> None:
     if value is not None and value != "auto":
         _require(0.05 <= value <= 20, f"train.temperature: must be in 0.05..20 (1 = unchanged), got {value:g}")
+
+
+def _check_referral(r: ReferralParams) -> None:
+    """Names are matched against the data's classes by `train` (model/referral.py); their shape here."""
+    _require(0 < r.target_sensitivity <= 1, "train.referral.target_sensitivity: the share of refer "
+             f"images the threshold must catch, in (0, 1] (0.95 is usual), got {r.target_sensitivity:g}")
+    if r.classes is None:
+        return
+    empty = [name for name in r.classes if not loose_name(name)]
+    _require(not empty, f"train.referral.classes: {empty[0] if empty else ''!r} is not a class name "
+             "(letters or digits needed)")
+    seen: dict[str, str] = {}
+    for name in r.classes:
+        twice = seen.setdefault(loose_name(name), name)
+        _require(twice == name, f"train.referral.classes: '{name}' and '{twice}' are the same name "
+                 "(matching ignores case and separators); list it once")
+
+
+def loose_name(name: str) -> str:
+    """A class name compared ignoring case and separators: 'Basal cell carcinoma' =
+    'basal_cell_carcinoma', 'MEL' = 'mel'. Used to match train.referral.classes to a dataset's."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+
+
+def _check_subgroups(s: SubgroupParams) -> None:
+    _require(s.min_images >= 1, f"evaluate.subgroups.min_images: must be >= 1 (e.g. 50), got {s.min_images}")
+    bands = list(s.age_bands)
+    _require(all(0 < a < 130 for a in bands) and bands == sorted(set(bands)),
+             f"evaluate.subgroups.age_bands: ascending ages in years between 0 and 130, each once "
+             f"(e.g. [30, 45, 60, 75]), got {bands}")
 
 
 def _check_accuracy_drop(a: LogitAdjustmentParams) -> None:

@@ -16,6 +16,8 @@ which work for both stores.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +36,13 @@ CLINICAL_PREFIX = "clinical_"  # npz keys of the clinical arrays: clinical_age, 
 
 class PreparedParamsError(SkinSageError, ValueError):
     """params.yaml no longer matches the params data/prepared was made with."""
+
+
+class StoreError(SkinSageError, ValueError):
+    """A sharded split that cannot be read as written: truncated, corrupt or inconsistent."""
+
+
+_RERUN = "run `dvc repro prepare` (or `dvc pull`) to write it again"
 
 
 @dataclass
@@ -59,8 +68,32 @@ class Split:
             for start in range(0, len(self.images), batch_size):
                 yield self.images[start:start + batch_size]
             return
-        for images, _ in ordered_batches(self.shards, self.image_size, batch_size).as_numpy_iterator():
+        yield from self._checked_shard_batches(batch_size)
+
+    def _checked_shard_batches(self, batch_size: int):
+        """The shards' image batches, each record's label checked against fields.npz (what
+        metrics are scored on): a store whose two halves disagree must not be scored."""
+        import tensorflow as tf
+
+        where = str(Path(self.shards[0]).parent) if self.shards else "the sharded split"
+        start, stream = 0, ordered_batches(self.shards, self.image_size, batch_size).as_numpy_iterator()
+        while True:
+            try:
+                images, labels = next(stream)
+            except StopIteration:
+                break
+            except (tf.errors.OpError, ValueError) as err:
+                raise StoreError(f"{where}: a shard is truncated or corrupt ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:200]}); {_RERUN}") from None
+            expected = self.labels[start:start + len(labels)]
+            if len(expected) != len(labels) or not np.array_equal(expected, labels):
+                raise StoreError(f"{where}: the labels in the shards disagree with fields.npz from image "
+                                 f"{start + 1} on; the store is inconsistent, {_RERUN}")
+            start += len(labels)
             yield images
+        if start != len(self.labels):
+            raise StoreError(f"{where}: the shards hold {start} images but fields.npz lists "
+                             f"{len(self.labels)}; {_RERUN}")
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """The images at sorted `indices`, read in one pass (a sharded split keeps only those)."""
@@ -123,8 +156,16 @@ def load_split(prepared_dir: str | Path, split: str) -> Split:
     """A split from either store: npz loaded whole, shards opened for streaming (labels only)."""
     folder = Path(prepared_dir) / split
     if (folder / FIELDS_FILE).is_file():
-        fields = read_fields(folder)
-        return Split(images=None, labels=fields["labels"], shards=shard_files(folder),
+        try:
+            labels = read_fields(folder)["labels"]
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            raise StoreError(f"{folder / FIELDS_FILE}: not readable ({type(err).__name__}: {err}); "
+                             f"{_RERUN}") from None
+        shards = shard_files(folder)
+        if len(labels) and not shards:
+            raise StoreError(f"{folder}: fields.npz lists {len(labels)} images but there is no shard "
+                             f"file; {_RERUN}")
+        return Split(images=None, labels=labels, shards=shards,
                      image_size=int(load_labels(prepared_dir)["image_size"]))
     with np.load(Path(prepared_dir) / f"{split}.npz", allow_pickle=False) as npz:
         clinical = {key.removeprefix(CLINICAL_PREFIX): npz[key] for key in npz.files

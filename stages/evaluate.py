@@ -9,7 +9,8 @@ from skinsage.errors import run_reporting_errors  # noqa: E402
 from skinsage.evaluate.metrics import summary_line  # noqa: E402
 from skinsage.evaluate.outputs import write_evaluation  # noqa: E402
 from skinsage.evaluate.scoring import evaluate_split, without_temperature  # noqa: E402
-from skinsage.model.model_file import inference_settings, load_model  # noqa: E402
+from skinsage.model.model_file import (decision_settings, inference_settings, load_model,  # noqa: E402
+                                       referral_settings)
 from skinsage.params import load_params  # noqa: E402
 from skinsage.prepared import load_split  # noqa: E402
 
@@ -19,15 +20,21 @@ def main() -> None:
     e = params.evaluate
     model, metadata = load_model("models/model.keras")
     classes, settings = metadata["classes"], inference_settings(metadata)  # as every user runs it
+    referral = referral_settings(metadata)  # the threshold train chose on validation (None: older file)
     test = load_split("data/prepared", "test")
+    decision = decision_settings(metadata)  # each image's status (model/decision.py)
     test_metrics, matrix, probs = evaluate_split(model, test, classes, e.batch_size, **settings,
                                                  bootstrap=e.bootstrap, seed=params.seed,
-                                                 ece_bins=e.ece_bins)
+                                                 ece_bins=e.ece_bins, referral=referral,
+                                                 subgroups=e.subgroups, decision=decision)
     val_metrics, _, _ = evaluate_split(model, load_split("data/prepared", "val"), classes,
-                                       e.batch_size, **settings, ece_bins=e.ece_bins)
+                                       e.batch_size, **settings, ece_bins=e.ece_bins, referral=referral,
+                                       bootstrap=e.bootstrap, seed=params.seed, decision=decision)
+    val_metrics.pop("per_image", None)
     write_evaluation("metrics", test_metrics, val_metrics, matrix, test.labels, probs, classes,
                      ece_bins=e.ece_bins, model_type=metadata.get("model", "unknown"),
-                     before_temperature=without_temperature(probs, settings["temperature"]))
+                     before_temperature=without_temperature(probs, settings["temperature"]),
+                     referral=referral, per_image=test_metrics.pop("per_image", None))
     for name, metrics in (("test", test_metrics), ("val", val_metrics)):
         print(f"{name}: {summary_line(metrics)}")
 

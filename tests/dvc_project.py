@@ -20,6 +20,7 @@ TINY_SYNTHETIC = {
     "data.workers": 1,
     "train.epochs": 2,
     "train.batch_size": 16,
+    "train.referral.classes": ["synthetic_circle"],  # shapes have no malignant class: one stands in
 }
 
 

@@ -64,8 +64,8 @@ def test_predict_csv_with_top_k(capsys, model_path, clf, photos):
                        "--format", "csv", "--top-k", "2")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["path", "image_size", "label_1", "probability_1", "label_2",
-                             "probability_2"]
+    assert list(rows[0]) == ["path", "image_size", "status", "ood_score", "label_1", "probability_1", "label_2",
+                             "probability_2", "refer", "refer_probability"]
     assert [row["path"] for row in rows] == [str(p) for p in photos]
     for row, path in zip(rows, photos):
         expected = clf.predict(path, top_k=2).top_k
@@ -80,7 +80,7 @@ def test_predict_table(capsys, model_path, clf, photos):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(f"model {model_path}: cnn, 3 classes, input {SIZE}x{SIZE} px")
-    assert lines[1].split() == ["path", "#1", "#2", "#3"]
+    assert lines[1].split() == ["path", "status", "ood_score", "#1", "#2", "#3", "refer"]
     for line, path in zip(lines[2:], photos):
         best = clf.predict(path)
         assert line.startswith(str(path)) and f"{best.label} {best.probability:6.1%}" in line
@@ -266,9 +266,12 @@ def test_evaluate_on_npz_test_split(capsys, tmp_path, model_path, clf):
 def test_evaluate_missing_or_wrong_data(capsys, tmp_path, model_path):
     code, _, err = run(capsys, "evaluate", "--model", model_path, "--data", tmp_path / "nope.npz")
     assert code == 1 and "no such file or folder" in err
-    (tmp_path / "labels.csv").write_text("a,b")
+    (tmp_path / "labels.txt").write_text("a,b")
+    code, _, err = run(capsys, "evaluate", "--model", model_path, "--data", tmp_path / "labels.txt")
+    assert code == 1 and "expected a folder with one sub-folder per class, a CSV of labels" in err
+    (tmp_path / "labels.csv").write_text("a,b")  # a CSV of labels needs the folder of its images
     code, _, err = run(capsys, "evaluate", "--model", model_path, "--data", tmp_path / "labels.csv")
-    assert code == 1 and "expected a folder with one sub-folder per class" in err
+    assert code == 1 and "is a CSV of labels: give the folder of its images with --images DIR" in err
 
 
 # --- the entry point ------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_predict_one_image_with_flags_and_refusals(trained, tmp_path, capsys):
     model = root / "model.keras"
     code, out, _ = run(capsys, "predict", "--model", model, "--format", "csv", "--age", "", "--sex", "female",
                        "--site", "leg", tmp_path / "x.png")
-    assert code == 0 and out.splitlines()[1].split(",")[2] == "nv"  # path, image_size, label_1
+    assert code == 0 and out.splitlines()[1].split(",")[4] == "nv"  # path, image_size, status, ood_score, label_1
     code, _, err = run(capsys, "predict", "--model", model, tmp_path / "x.png")
     assert code == 1 and "takes clinical data besides the image (age, sex, site) and none was given. " \
         "Pass --clinical FILE.csv" in err and "--age VALUE --sex VALUE --site VALUE" in err

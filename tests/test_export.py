@@ -220,3 +220,27 @@ def test_grad_cam_on_an_exported_file_is_refused_clearly(data, exported):
     clf = Classifier.load(exported("litert"))
     with pytest.raises(PredictError, match="Grad-CAM needs the .keras model"):
         clf.explain(data.splits["test"].images[0])
+
+
+def test_exported_files_give_the_same_status_and_ood_score_as_keras(tmp_path):
+    """#25: the detector travels inside the exported graph; the adapters give Keras' statuses."""
+    pytest.importorskip("onnxruntime")
+    from tiny_model import lesion_like, noise, save_tiny_model
+
+    from skinsage.app.classifier import Classifier
+    from skinsage.export.convert import export_model
+    from skinsage.model.model_file import load_model
+
+    path = save_tiny_model(tmp_path / "model.keras")
+    model, metadata = load_model(path)
+    images = np.concatenate([lesion_like(12, 16, seed=3), np.stack([noise(s, (16, 16, 3)) for s in range(12)])])
+    keras_clf = Classifier.load(path)
+    probs, scores, statuses = keras_clf.outputs(images)
+    # both answered and refused images: the comparison below can fail either way
+    assert "out_of_distribution" in statuses and set(statuses) - {"out_of_distribution"}
+    for fmt, out in (("litert", tmp_path / "m.tflite"), ("onnx", tmp_path / "m.onnx")):
+        export_model(model, metadata, out, fmt, calibration=images)
+        got = Classifier.load(out).outputs(images)
+        np.testing.assert_allclose(got[0], probs, atol=1e-4)
+        np.testing.assert_allclose(got[1], scores, rtol=1e-3, atol=1e-3)
+        assert got[2] == statuses, fmt

@@ -23,12 +23,12 @@ from PIL import EpsImagePlugin, Image
 from skinsage import fileio
 from skinsage.app import classifier as classifier_module
 from skinsage.app import cli
-from skinsage.app.classifier import Prediction
+from skinsage.app.classifier import Classifier, Prediction
 from skinsage.app.console import predictions_csv, predictions_table
 from skinsage.data.images import ImageError, load_image
 from skinsage.data.prepare import prepare
 from skinsage.data.sources.medmnist import MedmnistError, read_npz
-from skinsage.errors import run_reporting_errors
+from skinsage.errors import SkinSageError, run_reporting_errors
 from skinsage.model.model_file import METADATA_ENTRY, ModelFileError, save_model
 from skinsage.params import ParamsError, load_params
 from tiny_model import CLASSES, ROOT, SIZE, noise, save
@@ -124,10 +124,10 @@ def test_eps_named_jpg_is_skipped_by_skinsage_predict(tmp_path, fake_ghostscript
 def flaky_loader(monkeypatch, bad_name: str):
     real = classifier_module.load_image
 
-    def load(source, size):
+    def load(source, size, *bounds):
         if Path(str(source)).name == bad_name:
             raise RuntimeError("decoder crashed")
-        return real(source, size)
+        return real(source, size, *bounds)
     monkeypatch.setattr(classifier_module, "load_image", load)
 
 
@@ -479,7 +479,8 @@ def test_csv_cells_cannot_be_formulas():
 def test_control_characters_in_file_names_are_escaped_in_the_table(tmp_path, capsys, model_path, clf):
     odd = photo(tmp_path / "a\x1b[2Jb\nc.jpg")
     table = predictions_table(clf, [clf.predict(odd)])
-    assert "\x1b" not in table and "a\\x1b[2Jb\\nc.jpg" in table and len(table.splitlines()) == 3
+    # model line, header, the row, the referral rule
+    assert "\x1b" not in table and "a\\x1b[2Jb\\nc.jpg" in table and len(table.splitlines()) == 4
     code, out, err = run(capsys, "predict", "--model", model_path, odd, tmp_path / "gone\x07.jpg",
                          "--format", "table")
     assert code == 0 and "\x1b" not in out and "\x07" not in err and "gone\\x07.jpg" in err
@@ -566,3 +567,502 @@ def test_failed_folder_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
             (staging / "train.npz").write_text("new")
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["prepared"] and (target / "train.npz").read_text() == "old"
+
+
+# === Issue #27, "Hardening, round three" ========================================================
+
+# --- 27.1 a model file cannot act: SavedModel folders are refused for inference -----------------
+
+def crafted_saved_model(folder: Path, marker: Path, clf) -> Path:
+    """A SavedModel with a sidecar that passes every metadata check, whose graph reads
+    /etc/hostname and writes `marker`.load when the folder is loaded (a resource initialiser) and
+    `marker`.serve when it predicts."""
+    import tensorflow as tf
+
+    class Initialiser(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[])
+
+        def _initialize(self):
+            tf.io.write_file(f"{marker}.load", tf.io.read_file("/etc/hostname"))
+            return tf.raw_ops.AssignVariableOp(resource=self.resource_handle, value=1.0)
+
+    class Hostile(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.resource = Initialiser()
+
+        @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.uint8, name="image")])
+        def serve(self, images):
+            tf.io.write_file(f"{marker}.serve", tf.io.read_file("/etc/hostname"))
+            return tf.ones((tf.shape(images)[0], len(CLASSES))) / len(CLASSES)
+
+    module = Hostile()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    from skinsage.export.convert import EXPORT_FORMAT, sidecar_path
+    sidecar_path(folder).write_text(json.dumps({**clf.metadata, "export": {
+        "format": EXPORT_FORMAT, "target": "saved_model", "tta_in_graph": "none"}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hostile_saved_model(tmp_path_factory, clf):
+    root = tmp_path_factory.mktemp("hostile")
+    return crafted_saved_model(root / "model_savedmodel", root / "acted", clf), root / "acted"
+
+
+def written_by(marker: Path) -> list[str]:
+    return sorted(p.name for p in marker.parent.glob(marker.name + ".*"))
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "info", "serve", "explain"])
+def test_a_crafted_saved_model_writes_nothing_and_is_refused_by_every_command(
+        tmp_path, capsys, hostile_saved_model, command):
+    folder, marker = hostile_saved_model
+    image = photo(tmp_path / "a.jpg")
+    argv = {"predict": ["predict", "--model", folder, image],
+            "evaluate": ["evaluate", "--model", folder, "--data", tmp_path],
+            "info": ["info", "--model", folder],
+            "serve": ["serve", "--model", folder, "--port", "0"],
+            "explain": ["explain", "--model", folder, image, "--out", tmp_path / "maps"]}[command]
+    code, out, err = run(capsys, *argv)
+    assert written_by(marker) == [], "the model file's graph ran"
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"error: {folder}: a TF SavedModel folder") and "use the .keras model" in err, err
+
+
+def test_classifier_load_refuses_a_crafted_saved_model_without_running_it(hostile_saved_model):
+    folder, marker = hostile_saved_model
+    with pytest.raises(ModelFileError, match="a TF SavedModel folder"):
+        Classifier.load(folder)
+    assert written_by(marker) == []
+
+
+def test_the_saved_model_export_is_still_written_and_checked(tmp_path, clf):
+    from skinsage.export.convert import export_model
+    result = export_model(clf.model, clf.metadata, tmp_path / "model_savedmodel", "saved_model")
+    assert (result.path / "saved_model.pb").is_file() and result.verification["max_abs_diff"] < 1e-3
+
+
+def test_a_tflite_carrying_tensorflow_file_ops_is_refused_without_running_them(tmp_path, capsys, clf):
+    """Select TF ops (Flex) could read and write files: neither LiteRT runtime links them."""
+    import tensorflow as tf
+
+    marker = tmp_path / "acted"
+
+    @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.uint8)])
+    def hostile(images):
+        tf.io.write_file(str(marker), tf.io.read_file("/etc/hostname"))
+        return tf.ones((tf.shape(images)[0], len(CLASSES))) / len(CLASSES)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([hostile.get_concrete_function()], hostile)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = exported_beside(tmp_path / "m.tflite", clf, "litert", converter.convert())
+    code, out, err = run(capsys, "predict", "--model", path, photo(tmp_path / "a.jpg"))
+    assert not marker.exists()
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"error: {path}: cannot load it as a litert model") and "Select TensorFlow op" in err, err
+
+
+def test_static_only_the_export_check_loads_a_saved_model():
+    """tf.saved_model.load runs the graph it loads: only on the folder `export` has just written."""
+    import ast
+    loads = [str(path.relative_to(ROOT)) for path in sorted(ROOT.glob("skinsage/**/*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("saved_model.load")]
+    assert loads == ["skinsage/export/convert.py"], loads
+
+
+# --- 27.3 clinical inputs: the rules prepare applies, at prediction time; never a NaN probability -
+
+CLINICAL_ENCODING = {"age": {"mean": 50.0, "std": 15.0}, "sex": {"vocabulary": ["female", "male"]},
+                     "site": {"vocabulary": ["back", "face", "leg"]}}
+
+
+@pytest.fixture(scope="module")
+def clinical_model(tmp_path_factory, clf) -> Path:
+    """An untrained tiny CNN taking age, sex and site, saved with the record `train` writes."""
+    import keras
+
+    from skinsage.model.architectures import build_cnn
+    from tiny_model import tiny_params
+
+    keras.utils.set_random_seed(0)
+    model = build_cnn(len(CLASSES), tiny_params().model_params, CLINICAL_ENCODING)
+    path = tmp_path_factory.mktemp("clinical") / "model.keras"
+    save_model(model, path, {**clf.metadata, "clinical": {
+        "inputs": ["age", "sex", "site"], "columns": {"age": "age", "sex": "sex", "site": "localization"},
+        "encoding": CLINICAL_ENCODING}})
+    return path
+
+
+@pytest.mark.parametrize("age", ["1e39", "inf", "-inf", "-5", "1000", "130.5", "45 years"])
+def test_an_age_prepare_refuses_is_refused_by_predict(tmp_path, capsys, clinical_model, age):
+    image = photo(tmp_path / "a.jpg")
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
+                         f"--age={age}", "--sex", "male", "--site", "back", image)
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert err.startswith(f"error: --age {age}: ") and ("0-130" in err or "not a number" in err), err
+
+
+def test_an_age_prepare_refuses_is_refused_in_a_clinical_csv(tmp_path, capsys, clinical_model):
+    image = photo(tmp_path / "a.jpg")
+    (tmp_path / "clinical.csv").write_text("image,age,sex,localization\na.jpg,1e39,male,back\n")
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
+                         "--clinical", tmp_path / "clinical.csv", image)
+    assert code == 1 and out == "", err
+    assert "row 2" in err and "1e39" in err and "0-130" in err, err
+
+
+def test_prepare_and_predict_share_one_age_rule():
+    from skinsage.clinical_rules import ClinicalValueError, age_value
+    from skinsage.data.sources import csv_table
+    from skinsage.model import clinical
+
+    assert csv_table.age_value is age_value and clinical.age_value is age_value
+    assert age_value("") != age_value("")  # NaN: unknown
+    assert age_value(" 45 ") == 45.0 and age_value(0) == 0.0 and age_value("130") == 130.0
+    for bad in ("1e39", "inf", "-1", "131", "old", True):
+        with pytest.raises(ClinicalValueError, match="0-130|not a number"):
+            age_value(bad)
+
+
+def test_predict_accepts_an_in_range_age_and_unknowns(tmp_path, capsys, clinical_model):
+    image = photo(tmp_path / "a.jpg")
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--format", "json",
+                         "--age", "130", "--sex", "unknown", "--site", "", image)
+    probabilities = json.loads(out)["predictions"][0]["probabilities"]
+    assert code == 0 and abs(sum(probabilities.values()) - 1) < 1e-6, err
+
+
+def test_no_probability_is_ever_nan(monkeypatch, clf):
+    """The one inference path raises rather than returning a NaN (whatever the cause)."""
+    from skinsage.model import inference
+
+    class Broken:
+        output_shape = (None, 3)
+        input_shape = (None, SIZE, SIZE, 3)
+
+        def predict_on_batch(self, batch):
+            out = np.full((len(batch), 3), 1 / 3)
+            out[-1] = np.nan
+            return out
+
+    with pytest.raises(inference.NonFiniteOutputError, match="image 2 of 2"):
+        inference.predict_probabilities(Broken(), np.zeros((2, SIZE, SIZE, 3), np.uint8), 8)
+
+
+# --- 27.4 sizes that grow without bound: a CSV cell, the class count, a class name --------------
+
+def csv_dataset(tmp_path: Path, rows: list[list[str]], header=("image_id", "dx", "age", "sex", "site")) -> Path:
+    from test_csv_source import png, write_csv
+
+    for row in rows:
+        png(tmp_path / "images" / f"{row[0]}.png", abs(hash(row[0])) % 1000)
+    return write_csv(tmp_path / "meta.csv", list(header), rows)
+
+
+def csv_params(tmp_path: Path, csv_path: Path, clinical: bool = True, **overrides):
+    values = {"data.source": "csv", "data.csv.path": str(csv_path), "data.csv.images": str(tmp_path / "images"),
+              "data.csv.id": "image_id", "data.csv.label": "dx", "model": "cnn", "models.cnn.image_size": SIZE,
+              "data.workers": 1, **overrides}
+    if clinical:
+        values["data.csv.clinical"] = {"age": "age", "sex": "sex", "site": "site"}
+    return load_params(ROOT / "params.yaml", overrides=values)
+
+
+def three_classes(n: int = 4) -> list[list[str]]:
+    return [[f"img_{c}_{i}", c, "40", "male", "back"] for c in ("a", "b", "c") for i in range(n)]
+
+
+def test_a_huge_clinical_cell_is_refused_with_the_bound(tmp_path):
+    rows = three_classes()
+    rows[5][4] = "x" * 130_000  # 130,000 characters: over the csv module's own limit too
+    rows[6][4] = "y" * 5_000
+    csv_path = csv_dataset(tmp_path, rows)
+    with pytest.raises(SkinSageError, match=r"at most 1,000 characters") as refused:
+        prepare(csv_params(tmp_path, csv_path), tmp_path / "prepared", tmp_path / "data.json")
+    assert "row 7" in str(refused.value) and "'site'" in str(refused.value)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_long_class_name_is_refused_with_the_bound(tmp_path):
+    rows = three_classes()
+    for row in rows[:4]:
+        row[1] = "m" * 101
+    with pytest.raises(SkinSageError, match=r"class name of 101 characters.*at most 100"):
+        prepare(csv_params(tmp_path, csv_dataset(tmp_path, rows), clinical=False),
+                tmp_path / "prepared", tmp_path / "data.json")
+
+
+def test_too_many_classes_are_refused_before_decoding(tmp_path, monkeypatch):
+    from skinsage.data import prepare as prepare_module
+
+    rows = [[f"img_{c}_{i}", f"class_{c}", "40", "male", "back"] for c in range(1001) for i in range(3)]
+    from test_csv_source import write_csv
+    csv_path = write_csv(tmp_path / "meta.csv", ["image_id", "dx", "age", "sex", "site"], rows)
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(prepare_module, "decode_listing", lambda *a: pytest.fail("decoded first"))
+    with pytest.raises(SkinSageError, match=r"1,001 classes; at most 1,000"):
+        prepare(csv_params(tmp_path, csv_path, clinical=False), tmp_path / "prepared", tmp_path / "data.json")
+
+
+def test_model_metadata_train_cannot_read_back_is_refused_when_saving(tmp_path, clf):
+    with pytest.raises(ModelFileError, match="more than the 1 MiB"):
+        save_model(clf.model, tmp_path / "m.keras", {**clf.metadata, "padding": "x" * (2 << 20)})
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_a_clinical_column_with_thousands_of_values_is_refused(tmp_path):
+    rows = [[f"img_{c}_{i}", c, "40", "male", f"site {c} {i}"] for c in ("a", "b", "c") for i in range(334)]
+    csv_path = csv_dataset(tmp_path, rows)
+    with pytest.raises(SkinSageError, match=r"1,002 different values; at most 1,000"):
+        prepare(csv_params(tmp_path, csv_path), tmp_path / "prepared", tmp_path / "data.json")
+
+
+# --- 27.7 CSV files that used to end in a traceback ----------------------------------------------
+
+BAD_CSV = {
+    "not UTF-8": (b"image_id,dx\nimg_\xe9,a\n", "not UTF-8 text"),
+    "unbalanced quote": (b'image_id,dx\n"img_1,a\nimg_2,b\n', "unbalanced quote"),
+    "field over the csv limit": (b"image_id,dx\nimg_1," + b"a" * 140_000 + b"\n", "at most 1,000 characters"),
+    "NUL byte": (b"image_id,dx\nimg\x00_1,a\n", "NUL"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CSV)
+def test_a_broken_csv_is_one_error_line(tmp_path, case):
+    content, message = BAD_CSV[case]
+    (tmp_path / "meta.csv").write_bytes(content)
+    (tmp_path / "images").mkdir()
+    script = ("import sys; from skinsage.errors import run_reporting_errors; "
+              "from skinsage.data.sources.table import read_table; from pathlib import Path; "
+              f"run_reporting_errors(read_table, Path({str(tmp_path / 'meta.csv')!r}), 'data.csv.path')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("case", ["not UTF-8", "unbalanced quote"])
+def test_a_broken_clinical_csv_given_to_predict_is_one_error_line(tmp_path, capsys, clinical_model, case):
+    content, message = BAD_CSV[case]
+    (tmp_path / "clinical.csv").write_bytes(content.replace(b"image_id,dx", b"image,age,sex,localization"))
+    code, out, err = run(capsys, "predict", "--model", clinical_model, "--clinical", tmp_path / "clinical.csv",
+                         photo(tmp_path / "a.jpg"))
+    assert code == 1 and out == "" and message in err and err.startswith("error: "), err
+
+
+# --- 27.7 more tracebacks where an `error:` line is promised --------------------------------------
+
+def test_an_error_line_is_cut_to_a_sane_length(capsys, monkeypatch):
+    names = ", ".join(f"class_{i}" for i in range(10_000))  # ~110,000 characters
+
+    def fail(args):
+        raise SkinSageError(f"unknown classes: {names}")
+    monkeypatch.setattr(cli, "run_info", fail)
+    code, out, err = run(capsys, "info", "--model", "m.keras")
+    assert code == 1 and err.count("\n") == 1 and len(err) < 2_100, len(err)
+    assert err.startswith("error: unknown classes: class_0, class_1") and re.search(
+        r"\.\.\. \([\d,]+ more characters\)\n$", err), err[-80:]
+
+
+def exported_beside(path: Path, clf, target: str, content: bytes | None = None) -> Path:
+    from skinsage.export.convert import EXPORT_FORMAT, sidecar_path
+    if content is not None:
+        path.write_bytes(content)
+    sidecar_path(path).write_text(json.dumps({**clf.metadata, "export": {
+        "format": EXPORT_FORMAT, "target": target, "tta_in_graph": "none"}}))
+    return path
+
+
+def custom_op_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("Exfiltrate", ["image"], ["probabilities"], domain="com.example.evil")
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, [None, SIZE, SIZE, 3])
+    graph = helper.make_graph([node], "g", [image],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.example.evil", 1)]), str(path))
+    return path
+
+
+MODEL_FILES = {
+    "garbage .onnx": (lambda tmp, clf: exported_beside(tmp / "m.onnx", clf, "onnx", b"not a protobuf at all"),
+                      "cannot load it as a onnx model"),
+    "custom-op .onnx": (lambda tmp, clf: exported_beside(custom_op_onnx(tmp / "m.onnx"), clf, "onnx"),
+                        "cannot load it as a onnx model"),
+    "garbage .tflite": (lambda tmp, clf: exported_beside(tmp / "m.tflite", clf, "litert", b"TFL3" + b"\0" * 64),
+                        "cannot load it as a litert model"),
+    "nested sidecar": (lambda tmp, clf: _nested_sidecar(tmp / "m.onnx"), "nested too deeply"),
+    "nested .keras metadata": (lambda tmp, clf: model_with_metadata(tmp / "m.keras", clf, b"[" * 200_000),
+                               "nested too deeply"),
+    "FIFO .tflite": (lambda tmp, clf: exported_beside(_fifo(tmp / "m.tflite"), clf, "litert"),
+                     "not a regular file"),
+    "FIFO .keras": (lambda tmp, clf: _fifo(tmp / "m.keras"), "not a regular file"),
+}
+
+
+def _nested_sidecar(path: Path) -> Path:
+    path.write_bytes(b"onnx")
+    Path(f"{path}.json").write_text("[" * 200_000)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("case", MODEL_FILES)
+def test_a_broken_model_file_is_one_error_line_and_never_hangs(tmp_path, capsys, clf, case):
+    make, message = MODEL_FILES[case]
+    path = make(tmp_path, clf)
+    for argv in (["predict", "--model", path, photo(tmp_path / "a.jpg")], ["info", "--model", path]):
+        if argv[0] == "info" and "sidecar" not in case and "metadata" not in case and "FIFO" not in case:
+            continue  # info reads the metadata only
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "" and "Traceback" not in err, (argv, err)
+        assert err.startswith(f"error: {path}") and message in err, (argv, err)
+
+
+@pytest.mark.parametrize("target", ["file", "/dev/null"])
+def test_explain_out_at_a_file_is_refused(tmp_path, capsys, model_path, target):
+    out = tmp_path / "taken.txt" if target == "file" else Path("/dev/null")
+    if target == "file":
+        out.write_text("keep me")
+    code, stdout, err = run(capsys, "explain", "--model", model_path, photo(tmp_path / "a.jpg"), "--out", out)
+    assert code == 1 and "Traceback" not in err and err.startswith(f"error: --out {out}: "), err
+    assert "not a folder" in err
+    if target == "file":
+        assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("fmt, name", [("saved_model", "taken.txt"), ("onnx", "folder.onnx")])
+def test_export_out_at_something_else_is_refused(tmp_path, capsys, model_path, fmt, name):
+    out = tmp_path / name
+    out.mkdir() if name.endswith(".onnx") else out.write_text("keep me")
+    code, stdout, err = run(capsys, "export", "--model", model_path, "--format", fmt, "--out", out)
+    assert code == 1 and "Traceback" not in err and err.startswith(f"error: --out {out}: "), err
+    assert out.is_dir() if name.endswith(".onnx") else out.read_text() == "keep me"
+
+
+def test_a_fifo_as_the_download_file_or_npz_is_refused_without_blocking(tmp_path):
+    from skinsage.data.sources.medmnist import fetch
+    fifo = _fifo(tmp_path / "dermamnist.npz")
+    with pytest.raises(MedmnistError, match=r"not a regular file \(a FIFO\)"):
+        fetch("http://127.0.0.1:9/never.npz", fifo, "0" * 32, timeout=1)
+    with pytest.raises(MedmnistError, match=r"not a regular file \(a FIFO\)"):
+        read_npz(fifo, 7)
+
+
+def test_groups_that_leave_no_validation_split_are_refused_by_prepare(tmp_path):
+    rows = [[f"img_{c}_{g}_{i}", c, f"lesion_{c}_{g}"] for c in ("a", "b", "c") for g in range(2) for i in range(2)]
+    csv_path = csv_dataset(tmp_path, rows, header=("image_id", "dx", "lesion"))
+    p = csv_params(tmp_path, csv_path, clinical=False, **{"data.csv.group": "lesion"})
+    with pytest.raises(SkinSageError, match=r"no images in val: 6 group\(s\) in all"):
+        prepare(p, tmp_path / "prepared", tmp_path / "data.json")
+
+
+# --- 27.6 / 27.7 the sharded store: its index must agree with its records; damage is an error ------
+
+@pytest.fixture
+def sharded(tmp_path, monkeypatch):
+    from skinsage import shards
+    from skinsage.prepared import PreparedData, Split, save_prepared
+    monkeypatch.setattr(shards, "SHARD_BYTES", 5 * SIZE * SIZE * 3)  # 5 images per shard
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (23, SIZE, SIZE, 3), dtype=np.uint8), np.arange(23) % 3)
+    save_prepared(tmp_path / "prepared", PreparedData(CLASSES, "generated", SIZE, {"test": split}), store="shards")
+    return tmp_path / "prepared"
+
+
+def _read_all(prepared: Path):
+    from skinsage.prepared import load_split
+    return sum(len(batch) for batch in load_split(prepared, "test").batches(8))
+
+
+def _relabel(prepared: Path) -> None:
+    fields = prepared / "test" / "fields.npz"
+    with np.load(fields) as npz:
+        labels = npz["labels"]
+    np.savez(fields, labels=np.roll(labels, 1))
+
+
+def _truncate(prepared: Path) -> None:
+    shard = sorted((prepared / "test").glob("*.tfrecord*"))[1]
+    shard.write_bytes(shard.read_bytes()[:-40])
+
+
+def _remove_shards(prepared: Path) -> None:
+    for shard in (prepared / "test").glob("*.tfrecord*"):
+        shard.unlink()
+
+
+def _corrupt_fields(prepared: Path) -> None:
+    (prepared / "test" / "fields.npz").write_bytes(b"PK\x03\x04 not a zip")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_relabel, "the labels in the shards disagree with fields.npz"),
+    (_truncate, "a shard is truncated or corrupt"),
+    (_remove_shards, "there is no shard file"),
+    (_corrupt_fields, "fields.npz: not readable"),
+])
+def test_a_damaged_shard_store_is_a_clear_error(sharded, damage, message):
+    from skinsage.prepared import StoreError
+    assert _read_all(sharded) == 23
+    damage(sharded)
+    with pytest.raises(StoreError, match=message):
+        _read_all(sharded)
+
+
+def test_skinsage_evaluate_on_relabelled_shards_is_an_error_not_a_wrong_accuracy(sharded, model_path, capsys):
+    _relabel(sharded)
+    code, out, err = run(capsys, "evaluate", "--model", model_path, "--data", sharded)
+    assert code == 1 and "disagree with fields.npz" in err and "Traceback" not in err, err
+
+
+# --- 27.5 text from data is escaped where it is written -------------------------------------------
+
+HOSTILE_CLASSES = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "<script>alert(1)</script> | **b**",
+                   "'=quoted", "plain"]
+
+
+def test_class_names_cannot_be_formulas_in_the_evaluation_csvs_and_read_back_unchanged(tmp_path):
+    import csv as csv_module
+
+    from skinsage.contracts.evaluation import read_predictions, read_rows, write_predictions, write_rows
+    from skinsage.evaluate.curves import roc_rows
+    labels = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    probs = np.random.default_rng(0).dirichlet(np.ones(5), size=10)
+    write_predictions(tmp_path / "predictions.csv", labels, probs, HOSTILE_CLASSES)
+    write_rows(tmp_path / "roc.csv", roc_rows(labels, probs, HOSTILE_CLASSES), ("class", "fpr", "tpr", "threshold"))
+    for name in ("predictions.csv", "roc.csv"):
+        with open(tmp_path / name, newline="") as f:
+            cells = [cell for row in csv_module.reader(f) for cell in row]
+        assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))], (name, cells[:12])
+    back = read_predictions(tmp_path / "predictions.csv")
+    assert [row["actual"] for row in back] == [HOSTILE_CLASSES[i] for i in labels]
+    assert list(back[0]["probabilities"]) == HOSTILE_CLASSES
+    assert sorted({row["class"] for row in read_rows(tmp_path / "roc.csv")}) == sorted(HOSTILE_CLASSES)
+
+
+def test_the_model_card_escapes_class_and_dataset_names():
+    from skinsage.report.model_card import model_card
+    params = synthetic_params()
+    classes = HOSTILE_CLASSES
+    per_split = {"total": 5, "per_class": {name: 1 for name in classes}}
+    card = model_card(params=params, labels={"classes": classes, "dataset": "<img src=x onerror=alert(1)>",
+                                             "image_size": SIZE, "source": "csv"},
+                      data={"splits": {"train": per_split, "val": per_split, "test": per_split}},
+                      train={}, evaluation={"num_images": 5}, per_class={name: {} for name in classes})
+    assert "<script>" not in card and "<img" not in card and "&lt;script&gt;" in card
+    header = None
+    for line in card.splitlines():
+        if line.startswith("| class |"):
+            header = line
+        elif "script" in line and line.startswith("|"):  # the name's pipe is escaped: no extra column
+            assert "\\|" in line
+            assert len(re.findall(r"(?<!\\)\|", line)) == header.count("|"), (header, line)

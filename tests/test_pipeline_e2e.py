@@ -89,6 +89,12 @@ def test_skinsage_evaluate_on_the_prepared_test_split_reproduces_eval_json(proje
         assert cli["metrics"][key] == pytest.approx(recorded[key], abs=1e-6), key
     for key, interval in recorded["ci95"].items():
         assert cli["metrics"]["ci95"][key] == pytest.approx(interval, abs=1e-6), key
+    # the referral figures at the threshold train recorded: the same from the stage and the command
+    assert recorded["referral"]["classes"] == ["synthetic_circle"] and "referral_sensitivity" in recorded
+    for key in ("sensitivity", "specificity", "ppv", "npv", "referral_rate", "auc", "threshold"):
+        assert cli["metrics"]["referral"][key] == pytest.approx(recorded["referral"][key], abs=1e-9, nan_ok=True), key
+    for key, interval in recorded["referral"]["ci95"].items():
+        assert cli["metrics"]["referral"]["ci95"][key] == pytest.approx(interval, abs=1e-9), key
     # without the model's TTA the same command scores differently: it is really applied
     skinsage(project, "evaluate", "--model", "models/model.keras", "--data", "data/prepared",
              "--tta", "none", "--out", "cli_eval_plain.json")
@@ -113,6 +119,8 @@ def test_skinsage_predict_gives_the_probabilities_in_predictions_csv(project, tm
         for name, p in expected.items():
             assert prediction["probabilities"][name] == pytest.approx(p, abs=1e-6)
         assert prediction["label"] == row["predicted"]
+        assert prediction["refer"] == (row["refer"] == "true")  # the same decision as evaluate's
+        assert prediction["refer_probability"] == pytest.approx(float(row["refer_probability"]), abs=1e-6)
 
 
 def test_export_stage_is_off_by_default_and_exports_when_asked(project, tmp_path):

@@ -24,7 +24,7 @@ DERMA_NAMES = ["actinic keratoses and intraepithelial carcinoma", "basal cell ca
                "vascular lesions"]
 SHAPES = ["circle", "square", "triangle", "cross"]
 PNG_KINDS = ("training_curves", "confusion_matrix", "roc_pr_curves", "reliability_diagram", "test_examples",
-             "gradcam_examples")
+             "gradcam_examples", "referral_roc")
 
 
 def fake_run(root, class_names, dataset, per_class=8, phases=False):
@@ -168,7 +168,8 @@ def test_dvc_exp_show_leads_with_the_model_and_accuracy_in_few_columns(repro):
     header = dvc(repro, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     params_start = next(i for i, column in enumerate(header) if column in ("seed", "model", "params.yaml:model"))
     metrics = header[header.index("parent") + 1:params_start]
-    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 25, metrics
+    # 25, plus the referral sensitivity and specificity of test and val (#26)
+    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 29, metrics
     assert not any(column.startswith(("splits.", "duplicates.", "num_classes", "synthetic_")) for column in header)
     # In a terminal `dvc exp show` pages the whole table through `less -RS`: the first screen is
     # its left 80 columns. Rendered that wide here, they must name the run, the model and accuracy.

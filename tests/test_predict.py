@@ -346,7 +346,9 @@ def test_info_hides_edited_metrics(tmp_path, model_path, clf):
 
 def test_classifier_runs_the_model_with_its_recorded_tta(model_path, clf):
     images = np.stack([noise(seed, (SIZE, SIZE, 3)) for seed in range(4)])
-    assert clf.metadata["inference"] == {"tta": "flips", "temperature": 1.0} and clf.tta == "flips"
+    recorded = clf.metadata["inference"]
+    assert {k: recorded[k] for k in ("tta", "temperature")} == {"tta": "flips", "temperature": 1.0}
+    assert clf.tta == "flips"
     flips = predict_probabilities(clf.model, images, 8, tta="flips")
     plain = predict_probabilities(clf.model, images, 8, tta="none")
     assert np.abs(flips - plain).max() > 1e-4  # the flips matter for this model: the test can fail

@@ -26,9 +26,12 @@ from PIL import Image
 
 from ..data.images import ImageError, load_image, load_photo
 from ..errors import SkinSageError, debug_mode, unexpected_reason
-from ..model.inference import check_tta, predict_probabilities
-from ..model.model_file import check_metadata, check_network, clinical_record, inference_settings
-from .clinical_input import ClinicalTable, missing_clinical_message, resolve
+from ..model.decision import statuses
+from ..model.inference import check_tta, predict_outputs
+from ..model.model_file import (check_metadata, check_network, clinical_record, decision_settings,
+                                inference_settings, referral_settings)
+from ..model.referral import decide
+from .clinical_input import ClinicalTable, checked_value, missing_clinical_message, resolve
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 3
@@ -49,11 +52,21 @@ class Prediction:
     probabilities: dict[str, float]  # all classes, sums to 1
     image_size: int                  # the model's input size the image was resized to
     source: str | None = None        # the file, when predicted from a path
+    # ok | uncertain | out_of_distribution (model/decision.py); ood_score: higher = less like the
+    # training lesions, None for a model file without a detector
+    status: str = "ok"
+    ood_score: float | None = None
+    # the referral advice (model/referral.py): P(refer) >= the threshold fitted on validation; both
+    # None for a model without a recorded referral, refer None for an out-of-distribution image
+    refer: bool | None = None
+    refer_probability: float | None = None
 
     def to_dict(self) -> dict:
         return {"path": self.source, "label": self.label, "probability": self.probability,
                 "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
-                "probabilities": dict(self.probabilities), "image_size": self.image_size}
+                "probabilities": dict(self.probabilities), "image_size": self.image_size,
+                "status": self.status, "ood_score": self.ood_score,
+                "refer": self.refer, "refer_probability": self.refer_probability}
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,9 +119,15 @@ class Classifier:
                                "and cannot run without it; use the .keras model for TTA none")
         self.runtime_tta = "none" if in_graph == "flips" else self.tta
         self.runtime_temperature = 1.0 if getattr(model, "temperature_in_graph", False) else self.temperature
+        self.decision = decision_settings(metadata, where)  # the thresholds behind `status`
+        if self.decision["ood"] is None:
+            log.warning(f"{where}: this model file has no out-of-distribution detector (trained before "
+                        "it existed, or with train.ood.method: none): ood_score is null and no image "
+                        "is refused as out_of_distribution; retrain it to get one")
         record = clinical_record(metadata)
         # the clinical inputs the model takes (age, sex, site) and the CSV columns it learnt them from
         self.clinical_inputs, self.clinical_columns = record["inputs"], record["columns"]
+        self.referral = referral_settings(metadata, where)  # None: an older file, refer stays None
         self._grad_cam = None  # built by the first explain()
 
     @classmethod
@@ -126,10 +145,11 @@ class Classifier:
     def kind(self) -> str:
         return str(self.metadata.get("model", "unknown"))
 
-    def input_array(self, source) -> np.ndarray:
-        """A path, Pillow image or uint8 array -> the model's (size, size, 3) uint8 input."""
+    def input_array(self, source, max_pixels: int | None = None) -> np.ndarray:
+        """A path, Pillow image or uint8 array -> the model's (size, size, 3) uint8 input.
+        `max_pixels`: refuse files with more (tighter than the decoder's own bound)."""
         if isinstance(source, (str, os.PathLike)):
-            return load_image(source, self.image_size)
+            return load_image(source, self.image_size, max_pixels)
         if isinstance(source, Image.Image):
             return load_image(source, self.image_size)
         if isinstance(source, np.ndarray):
@@ -154,22 +174,24 @@ class Classifier:
         return results[0] if single else results
 
     def explain(self, source, class_name: str | None = None, top_k: int = DEFAULT_TOP_K,
-                max_side: int | None = None) -> Explanation:
+                max_side: int | None = None, max_pixels: int | None = None) -> Explanation:
         """Grad-CAM of one image (path, Pillow image or uint8 array) for `class_name`, else for the
         predicted class; with the model's TTA, like its probabilities. `max_side` shrinks the
-        returned photo and overlay (not the model's input)."""
+        returned photo and overlay (not the model's input); `max_pixels` bounds what a file may
+        decode to."""
         from ..model.gradcam import overlay
 
         if class_name is not None and class_name not in self.classes:
             raise PredictError(f"unknown class {class_name!r}; the model's classes: "
                                f"{', '.join(self.classes)}")
-        array = self.input_array(source)
+        array = self.input_array(source, max_pixels)
         target = None if class_name is None else self.classes.index(class_name)
         result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
                                        temperature=self.temperature)
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
-        prediction = self._result(result.probabilities[0], source_name, top_k)
-        photo = self._photo(source, max_side)
+        # the status and ood_score from the inference path (Grad-CAM's own pass has no detector)
+        prediction = self._predict_arrays([array], [source_name], top_k, BATCH_SIZE)[0]
+        photo = self._photo(source, max_side, max_pixels)
         return Explanation(prediction=prediction, explained=self.classes[result.class_indices[0]],
                            heatmap=result.maps[0], layer=result.layer, photo=photo,
                            overlay=overlay(photo, result.maps[0]))
@@ -189,10 +211,10 @@ class Classifier:
         return self._grad_cam
 
     @staticmethod
-    def _photo(source, max_side: int | None) -> np.ndarray:
+    def _photo(source, max_side: int | None, max_pixels: int | None = None) -> np.ndarray:
         if isinstance(source, np.ndarray):
             source = _array_to_image(source)
-        return load_photo(source, max_side)
+        return load_photo(source, max_side, max_pixels)
 
     def _refuse_clinical(self, what: str) -> None:
         if self.clinical_inputs:
@@ -205,8 +227,14 @@ class Classifier:
         """(N, C) float64 probabilities of prepared (N, size, size, 3) uint8 images, rows sum to 1:
         exactly what the `evaluate` stage scores for them. `clinical`: field -> (N,) values, for a
         model with clinical inputs."""
-        return predict_probabilities(self.model, images, batch_size, self.runtime_tta, self.runtime_temperature,
-                                     clinical=clinical)
+        return self.outputs(images, batch_size, clinical)[0]
+
+    def outputs(self, images: np.ndarray, batch_size: int = BATCH_SIZE,
+                clinical: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+        """(probabilities as `probabilities`, (N,) ood scores or None, N statuses): one pass."""
+        probs, scores = predict_outputs(self.model, images, batch_size, self.runtime_tta,
+                                        self.runtime_temperature, clinical=clinical)
+        return probs, scores, statuses(probs, scores, self.decision)
 
     def clinical_table(self, path: str | Path) -> ClinicalTable:
         """A `--clinical` CSV read for this model's clinical inputs (id column: the training one too)."""
@@ -237,14 +265,16 @@ class Classifier:
         if missing:
             raise PredictError(f"{where} takes {', '.join(self.clinical_inputs)}: also pass "
                                + " ".join(f"--{name}" for name in missing) + " ('unknown' when not known)")
-        return values
+        # the rules prepare applied to the training data (age 0-130, finite), named by flag
+        return {name: checked_value(name, value, f"--{name} {value}") for name, value in values.items()}
 
     def require_clinical_data(self, split, source) -> None:
         """Labelled data for `skinsage evaluate` must carry the clinical inputs the model takes."""
         if self.clinical_inputs and not split.clinical:
             raise PredictError(f"{self.path or 'model'} takes clinical data ({', '.join(self.clinical_inputs)}) "
                                f"besides the image, and {source} has none: evaluate it on a folder written by "
-                               "`prepare` with data.csv.clinical (e.g. --data data/prepared)")
+                               "`prepare` with data.csv.clinical (e.g. --data data/prepared), or on a CSV of "
+                               "labels with its clinical columns (--images DIR, --clinical FIELD=COLUMN)")
 
     def _warn_image_only(self, given: str) -> None:
         """The one warning for clinical data given to an image-only model (CLI and Python alike)."""
@@ -308,15 +338,20 @@ class Classifier:
         columns = self._columns(rows)  # before the early return: a missing-clinical-data error is never skipped
         if not arrays:
             return []
-        probs = self.probabilities(np.stack(arrays), batch_size, columns)
-        return [self._result(row, source, top_k) for row, source in zip(probs, sources)]
+        probs, scores, status = self.outputs(np.stack(arrays), batch_size, columns)
+        return [self._result(row, source, top_k, status[i], None if scores is None else float(scores[i]))
+                for i, (row, source) in enumerate(zip(probs, sources))]
 
-    def _result(self, row: np.ndarray, source: str | None, top_k: int) -> Prediction:
+    def _result(self, row: np.ndarray, source: str | None, top_k: int, status: str = "ok",
+                ood_score: float | None = None) -> Prediction:
         order = np.argsort(-row, kind="stable")[:top_k]  # ties keep the class order
         ranked = [(self.classes[i], float(row[i])) for i in order]
+        # an out-of-distribution image gets no referral advice (refer None), never "no referral"
+        (refer,), (refer_probability,) = decide(row[None], self.classes, self.referral, [status])
         return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
                           probabilities={name: float(p) for name, p in zip(self.classes, row)},
-                          image_size=self.image_size, source=source)
+                          image_size=self.image_size, source=source, status=status, ood_score=ood_score,
+                          refer=refer, refer_probability=refer_probability)
 
 
 _NO_ROW = object()  # a ClinicalTable without a row for the file

@@ -82,15 +82,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of the model on labelled images",
                                    description=(
         "The evaluate stage's metrics on labelled data: a folder with one sub-folder per class "
-        "(matched to the model's class names), a MedMNIST-layout .npz, or the prepare stage's "
-        "data/prepared (--split test reproduces metrics/eval.json)."))
+        "(matched to the model's class names), a CSV of labels with --images (read as the csv "
+        "source reads data.csv), a MedMNIST-layout .npz, or the prepare stage's data/prepared "
+        "(--split test reproduces metrics/eval.json). With a referral recorded in the model: its "
+        "sensitivity, specificity, PPV, NPV; with clinical columns: figures per age band, sex, site."))
     _model_option(evaluate)
     evaluate.add_argument("--data", required=True,
-                          help="class-per-folder directory, .npz file or data/prepared")
+                          help="class-per-folder directory, CSV of labels, .npz file or data/prepared")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"),
                           help="which split of an .npz or data/prepared (default test)")
     evaluate.add_argument("--map", action="append", default=[], metavar="FOLDER=CLASS",
                           help="use folder FOLDER for the model's class CLASS (repeatable)")
+    table = evaluate.add_argument_group(
+        "a CSV of labels (as data.csv in params.yaml; each default is the model's own data.csv value)")
+    table.add_argument("--images", metavar="DIR", help="folder searched for the CSV's image files (any depth)")
+    table.add_argument("--id", metavar="COLUMN", help="column with the image id or file name")
+    table.add_argument("--label", metavar="COLUMN", help=(
+        "column of class names, or comma-separated one-hot columns (MEL,NV,BCC,...)"))
+    table.add_argument("--classes", action="append", metavar="LABEL=CLASS", help=(
+        "rename/merge a label as written in the CSV (repeatable); when given, every label must be "
+        "listed or excluded"))
+    table.add_argument("--exclude", action="append", metavar="LABEL", help="drop rows with this label (repeatable)")
+    table.add_argument("--clinical-column", action="append", metavar="FIELD=COLUMN", help=(
+        "a clinical column (FIELD age, sex or site; repeatable), for a model with clinical inputs "
+        "and for the subgroup figures; default: the columns the model was trained from"))
+    table.add_argument("--extra-csv", metavar="FILE.csv", help=(
+        "a second CSV joined on the id column, for columns the first lacks (data.csv.extra_csv)"))
+    evaluate.add_argument("--format", choices=("text", "json"), default="text",
+                          help="text for people, json (every metric) for programs")
     evaluate.add_argument("--out", help="also write all metrics to this JSON file")
     evaluate.add_argument("--bootstrap", type=_bootstrap, help=(
         "resamples for 95%% confidence intervals, 0 = none (default: the model's evaluate.bootstrap)"))
@@ -131,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME", help=(
+        "a host name clients may use besides localhost and --host (repeatable); requests naming "
+        "any other Host are refused"))
     serve.set_defaults(run=run_serve)
     return parser
 
@@ -141,7 +163,7 @@ def run_serve(args) -> int:
         import fastapi, python_multipart, uvicorn  # noqa: E401, F401  all three serve uploads
     except ImportError as err:
         raise SkinSageError(f"`skinsage serve` needs {err.name}: pip install -r requirements.txt") from None
-    serve(args.model, args.host, args.port)
+    serve(args.model, args.host, args.port, tuple(args.allow_host))
     return 0
 
 
@@ -187,6 +209,7 @@ def run_explain(args) -> int:
 
     from ..data.images import ImageError
     from ..fileio import atomic_path, write_json
+    from ..model.decision import OUT_OF_DISTRIBUTION
     from .classifier import Classifier, PredictError
     from .files import collect_images
 
@@ -194,6 +217,7 @@ def run_explain(args) -> int:
     _report_skipped(found.problems)
     if not found.files:
         raise PredictError("no image files to explain")
+    _check_out_folder(args.out)
     clf = Classifier.load(args.model, tta=args.tta)
     out, records, skipped = Path(args.out), [], []
     out.mkdir(parents=True, exist_ok=True)
@@ -207,8 +231,9 @@ def run_explain(args) -> int:
         with atomic_path(out / names[path]) as tmp:
             Image.fromarray(explanation.overlay).save(tmp, format="PNG")
         records.append({**explanation.to_dict(), "overlay": names[path]})
-        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}); "
-              f"map of {explanation.explained} -> {out / names[path]}")
+        print(f"{path}: {explanation.prediction.label} ({explanation.prediction.probability:.3f}, "
+              f"{explanation.prediction.status}); map of {explanation.explained} -> {out / names[path]}"
+              + (OOD_MAP_NOTE if explanation.prediction.status == OUT_OF_DISTRIBUTION else ""))
     _report_skipped(skipped)
     if not records:
         raise PredictError(f"none of the {len(found.files)} file(s) could be read as an image")
@@ -217,6 +242,11 @@ def run_explain(args) -> int:
                                         "skipped": [{"path": p, "reason": r} for p, r in skipped]})
     print(f"wrote {len(records)} overlay(s) and {out / EXPLANATIONS_FILE}")
     return 0
+
+
+OOD_MAP_NOTE = ("\n  warning: this image does not look like a dermoscopic image of a skin lesion "
+                "(out_of_distribution): the map explains a class it does not belong to; do not read it as "
+                "a finding")
 
 
 def _overlay_names(files) -> dict:
@@ -235,8 +265,9 @@ def run_evaluate(args) -> int:
     from ..contracts.evaluation import json_safe, scalar_metrics
     from ..evaluate.scoring import evaluate_split
     from ..fileio import write_json
+    from ..model.decision import STATUSES
     from .classifier import Classifier
-    from .console import metrics_text, model_line
+    from .console import metrics_text, model_line, referral_line
     from .evaluation_data import load_labelled
 
     _check_out(args.out)  # before loading anything: a bad --out must not cost the whole run
@@ -247,20 +278,91 @@ def run_evaluate(args) -> int:
     batch_size = args.batch_size or recorded.get("batch_size", 256)
     ece = {"ece_bins": recorded["ece_bins"]} if "ece_bins" in recorded else {}
     data = load_labelled(args.data, clf.classes, clf.image_size, split=args.split,
-                         renames=_parse_maps(args.map), workers=args.workers)
+                         renames=_parse_maps(args.map), workers=args.workers, csv=_csv_description(args, clf))
     _report_skipped(data.skipped, at_most=10)
     clf.require_clinical_data(data.split, args.data)
     metrics, matrix, _ = evaluate_split(clf.model, data.split, clf.classes, batch_size, tta=clf.runtime_tta,
                                         temperature=clf.runtime_temperature,
-                                        bootstrap=bootstrap, seed=seed, **ece)
-    print(f"{model_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
+                                        bootstrap=bootstrap, seed=seed, **ece, referral=clf.referral,
+                                        subgroups=_subgroup_params(recorded), decision=clf.decision)
+    metrics.pop("per_image", None)
+    document = json_safe({
+        "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
+        "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
+        "metrics": scalar_metrics(metrics), "per_class": metrics["per_class"], "confusion": matrix})
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{model_line(clf)}\n{referral_line(clf)}\ndata {data.description}\n\n{metrics_text(metrics)}")
+        print("\nstatus: " + ", ".join(f"{name} {metrics[f'share_{name}']:.1%}" for name in STATUSES)
+              + f"; accuracy on ok {metrics['accuracy_ok']:.4f}; AURC {metrics['aurc']:.4f}")
     if args.out:
-        write_json(args.out, json_safe({
-            "model": clf.path, "data": data.description, "tta": clf.tta, "bootstrap": bootstrap,
-            "seed": seed, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
-            "metrics": scalar_metrics(metrics), "per_class": metrics["per_class"], "confusion": matrix}))
-        print(f"\nwrote {args.out}")
+        write_json(args.out, document)
+        print(f"\nwrote {args.out}", file=sys.stderr if args.format == "json" else sys.stdout)
     return 0
+
+
+def _csv_description(args, clf):
+    """The CsvParams a CSV given as --data is read with: the options, else the model's own
+    data.csv values (the columns it was trained from); None when --data is not a CSV."""
+    from ..params import ParamsError, csv_params_from_dict
+    from .evaluation_data import LabelledDataError
+
+    if not str(args.data).lower().endswith(".csv"):
+        for option in ("images", "id", "label", "classes", "exclude", "clinical_column", "extra_csv"):
+            if getattr(args, option):
+                raise LabelledDataError(f"--{option.replace('_', '-')} describes a CSV of labels, but "
+                                        f"--data {args.data} is not a .csv file")
+        return None
+    if not args.images:
+        raise LabelledDataError(f"--data {args.data} is a CSV of labels: give the folder of its images "
+                                "with --images DIR")
+    trained = ((clf.metadata.get("params") or {}).get("data") or {}).get("csv") or {}
+    clinical = _pairs(args.clinical_column, "--clinical-column", "FIELD=COLUMN") if args.clinical_column else (
+        clf.clinical_columns or trained.get("clinical"))
+    raw = {"path": str(args.data), "images": args.images, "id": args.id or trained.get("id", "image"),
+           "label": args.label.split(",") if args.label and "," in args.label else (
+               args.label or trained.get("label", "label")),
+           "group": None, "extra_csv": args.extra_csv,
+           "classes": _pairs(args.classes, "--classes", "LABEL=CLASS") if args.classes else (
+               None if args.label else trained.get("classes")),
+           "exclude": args.exclude or (None if args.label else trained.get("exclude")),
+           "clinical": None if not clinical else {**dict.fromkeys(("age", "sex", "site")), **clinical}}
+    try:  # the checks params.yaml's data.csv gets, named by this command's options
+        return csv_params_from_dict(raw, where="--csv")
+    except ParamsError as err:
+        message = str(err)
+        for key, option in CSV_PARAM_OPTIONS:
+            message = message.replace(key, option)
+        raise LabelledDataError(message) from None
+
+
+# params.py's messages about the description, named by this command's options
+CSV_PARAM_OPTIONS = (("--csv.clinical", "--clinical-column"), ("--csv.extra_csv", "--extra-csv"), ("--csv.", "--"))
+
+
+def _pairs(values: list[str], option: str, form: str) -> dict[str, str]:
+    from .evaluation_data import LabelledDataError
+
+    pairs = {}
+    for value in values:
+        key, sep, name = value.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise LabelledDataError(f"{option} {value!r}: expected {form}")
+        pairs[key.strip()] = name.strip()
+    return pairs
+
+
+def _subgroup_params(recorded: dict):
+    """The model's recorded evaluate.subgroups; a model recorded before they existed gets the
+    committed params.yaml values."""
+    from ..evaluate.subgroups import DEFAULT_SUBGROUPS
+    from ..params import SubgroupParams
+
+    saved = recorded.get("subgroups") or {}
+    if not saved:
+        return DEFAULT_SUBGROUPS
+    return SubgroupParams(min_images=int(saved["min_images"]), age_bands=tuple(saved["age_bands"]))
 
 
 def run_info(args) -> int:
@@ -283,7 +385,10 @@ def run_export(args) -> int:
     from ..export.convert import check_request, export_files
 
     check_request(args.format, args.quantize, args.out)  # before loading anything
-    _check_out(args.out)
+    if args.format == "saved_model":  # a folder: never put in place of a file
+        _check_out_folder(args.out)
+    else:
+        _check_out(args.out)
     [result] = export_files(args.model, [(args.out, args.format, args.quantize)], args.calibration)
     check = result.verification
     print(f"wrote {result.path} and {result.sidecar}\n"
@@ -300,6 +405,14 @@ def _check_out(out: str | None) -> None:
     from ..fileio import writable_problem
 
     problem = out and writable_problem(out)
+    if problem:
+        raise OutputError(f"--out {out}: {problem}")
+
+
+def _check_out_folder(out: str) -> None:
+    from ..fileio import folder_problem
+
+    problem = folder_problem(out)
     if problem:
         raise OutputError(f"--out {out}: {problem}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from ..clinical_rules import ClinicalValueError, age_value, category_value
 from ..data.sources.table import CsvError, id_key, read_table
 from ..errors import SkinSageError
 
@@ -36,6 +37,15 @@ def resolve(row: dict, fields: list[str], columns: dict[str, str], where: str) -
                                     f"{' or '.join(names_for(field, columns))}; empty or 'unknown' when not known)")
         values[field] = row[keys[0]]
     return values
+
+
+def checked_value(field: str, value, where: str):
+    """`value` as the model takes it for `field`, by the rules `prepare` applied to the training
+    data (age 0-130 or missing, text bounded); a ClinicalDataError naming `where` otherwise."""
+    try:
+        return age_value(value) if field == "age" else category_value(value)
+    except ClinicalValueError as err:
+        raise ClinicalDataError(f"{where}: {err}") from None
 
 
 def missing_clinical_message(where: str, fields: list[str], columns: dict[str, str]) -> str:
@@ -68,7 +78,9 @@ class ClinicalTable:
             if key in self.rows:
                 raise ClinicalDataError(f"--clinical {path}: row {number}: image '{row[ids[0]].strip()}' "
                                         f"has a row already (row {self.rows[key][0]})")
-            self.rows[key] = (number, resolve(row, fields, columns, f"--clinical {path} row {number}"))
+            values = resolve(row, fields, columns, f"--clinical {path} row {number}")
+            self.rows[key] = (number, {field: checked_value(field, value, f"--clinical {path} row {number}, "
+                                                            f"{field} {value!r}") for field, value in values.items()})
 
     def lookup(self, image: str | Path) -> dict | None:
         """The image's clinical data (field -> value), or None when the CSV has no row for it."""

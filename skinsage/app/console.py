@@ -7,12 +7,13 @@ import io
 import json
 import unicodedata
 
-from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, format_value
+from ..contracts.evaluation import METRIC_LABELS, PER_CLASS_LABELS, REFERRAL_LABELS, format_value
+from ..fileio import csv_text
+from ..model.referral import NO_RECORD_NOTE
 from .classifier import Classifier, Prediction
 
+REFER_WORDS = {True: "yes", False: "no", None: "no advice"}  # None: out of distribution
 DIGITS = 4  # more than the model card's 3: people compare runs here
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Invisible characters that reorder what a terminal shows (bidirectional overrides and isolates).
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -24,30 +25,52 @@ def model_line(clf: Classifier) -> str:
 
 def predictions_table(clf: Classifier, predictions: list[Prediction]) -> str:
     ranks = max(len(p.top_k) for p in predictions)
-    header = ["path"] + [f"#{i + 1}" for i in range(ranks)]
-    rows = [[printable(p.source or "-")] + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k]
-            for p in predictions]
-    return model_line(clf) + "\n" + _columns([header, *rows])
+    header = ["path", "status", "ood_score"] + [f"#{i + 1}" for i in range(ranks)] + ["refer"]
+    rows = [[printable(p.source or "-"), p.status, _score(p.ood_score)]
+            + [f"{printable(name)} {prob:6.1%}" for name, prob in p.top_k] + [refer_text(p)] for p in predictions]
+    return model_line(clf) + "\n" + _columns([header, *rows]) + "\n" + referral_line(clf)
+
+
+def refer_text(p: Prediction) -> str:
+    """The referral cell: yes/no with P(refer), or why there is no advice."""
+    if p.refer_probability is None:
+        return "-"
+    return f"{REFER_WORDS[p.refer]} (P {p.refer_probability:.3f})"
+
+
+def referral_line(clf: Classifier) -> str:
+    r = clf.referral
+    if r is None:
+        return f"referral: none ({NO_RECORD_NOTE})"
+    return (f"referral: refer when P({printable(' + '.join(r['classes']))}) >= {r['threshold']:.4f} (chosen on "
+            f"validation for sensitivity {r['target_sensitivity']:g}); not a diagnosis")
+
+
+def referral_json(clf: Classifier) -> dict:
+    r = clf.referral
+    if r is None:
+        return {"note": NO_RECORD_NOTE}
+    return {key: r.get(key) for key in ("classes", "threshold", "target_sensitivity")}
 
 
 def predictions_csv(predictions: list[Prediction]) -> str:
     ranks = max(len(p.top_k) for p in predictions)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "image_size"]
-                    + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")])
-    for p in predictions:
-        writer.writerow([csv_text(p.source), p.image_size]
-                        + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")])
+    writer.writerow(["path", "image_size", "status", "ood_score"]
+                    + [f"{col}_{i}" for i in range(1, ranks + 1) for col in ("label", "probability")]
+                    + ["refer", "refer_probability"])
+    for p in predictions:  # refer: true/false, empty when there is no advice
+        score = "" if p.ood_score is None else f"{p.ood_score:.6g}"
+        writer.writerow([csv_text(p.source), p.image_size, p.status, score]
+                        + [v for name, prob in p.top_k for v in (csv_text(name), f"{prob:.6f}")]
+                        + [{True: "true", False: "false", None: ""}[p.refer],
+                           "" if p.refer_probability is None else f"{p.refer_probability:.6f}"])
     return buffer.getvalue()
 
 
-def csv_text(value: str | None) -> str | None:
-    """A text cell a spreadsheet shows as text: a leading formula character gets a quote before
-    it (OWASP's advice), so a file named `=HYPERLINK(...).jpg` cannot run when the CSV is opened."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def printable(text: str) -> str:
@@ -60,7 +83,7 @@ def printable(text: str) -> str:
 def predictions_json(clf: Classifier, predictions: list[Prediction],
                      skipped: list[tuple[str, str]]) -> str:
     document = {"model": clf.path, "model_kind": clf.kind, "image_size": clf.image_size, "tta": clf.tta,
-                "temperature": clf.temperature,
+                "temperature": clf.temperature, "referral": referral_json(clf),
                 "classes": clf.classes, "predictions": [p.to_dict() for p in predictions],
                 "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
     return json.dumps(document, indent=2)
@@ -72,6 +95,10 @@ def info_text(info: dict) -> str:
              f"input size:   {info['image_size']}x{info['image_size']} px RGB",
              f"trained on:   {info['dataset']}",
              f"inference:    TTA {info['tta']}, temperature {info['temperature']:.3f}",
+             "referral:     " + (f"P({' + '.join(info['referral']['classes'])}) >= "
+                                 f"{info['referral']['threshold']:.4f} (target sensitivity "
+                                 f"{info['referral'].get('target_sensitivity')}, chosen on validation)"
+                                 if info.get("referral") else "none recorded"),
              "inputs:       image" + "".join(f" + {field} (column {column})" for field, column
                                              in (info.get("clinical_inputs") or {}).items()),
              f"params hash:  {info['params_hash']}",
@@ -109,7 +136,43 @@ def metrics_text(metrics: dict, indent: str = "") -> str:
         class_rows = [[indent + name] + [format_value(stats.get(col), DIGITS) for col in PER_CLASS_LABELS]
                       for name, stats in metrics["per_class"].items()]
         text += "\n\n" + _columns([header, *class_rows])
+    if metrics.get("referral"):
+        text += "\n\n" + referral_text(metrics["referral"], indent)
+    if metrics.get("subgroups"):
+        text += "\n\n" + subgroups_text(metrics["subgroups"], indent)
     return text
+
+
+def referral_text(r: dict, indent: str = "") -> str:
+    ci = r.get("ci95") or {}
+    rows = [[indent + label, format_value(r[key], DIGITS) + (
+                f"  95% CI {format_value(ci[key]['low'], DIGITS)}-{format_value(ci[key]['high'], DIGITS)}"
+                if key in ci else "")]
+            for key, label in REFERRAL_LABELS.items() if key in r]
+    names = printable(" + ".join(r["classes"]))
+    return (f"{indent}referral at P({names}) >= {r['threshold']:.4f}: {r['images']} images, "
+            f"{r['refer_images']} of a refer class\n" + _columns(rows))
+
+
+def subgroups_text(table: dict, indent: str = "") -> str:
+    header = [indent + "subgroup", "images", "accuracy", "bal. acc.", "refer imgs", "sensitivity (95% CI)",
+              "specificity (95% CI)", "flag"]
+    rows = []
+    for row in table["rows"]:
+        ci = row.get("ci95") or {}
+        def with_ci(key):
+            if key not in row:
+                return "-"
+            interval = ci.get(key)
+            return format_value(row[key], 3) + (f" ({format_value(interval['low'], 3)}-"
+                                                 f"{format_value(interval['high'], 3)})" if interval else "")
+        rows.append([f"{indent}{row['field']} {printable(row['value'])}", str(row["images"]),
+                     format_value(row["accuracy"], 3), format_value(row["balanced_accuracy"], 3),
+                     str(row.get("refer_images", "-")), with_ci("sensitivity"), with_ci("specificity"),
+                     {True: "BELOW", False: "", None: "n/a"}[row.get("flagged")]])
+    left_out = ", ".join(f"{g['field']} {printable(g['value'])} ({g['images']})" for g in table["left_out"])
+    return (f"{indent}subgroups (at least {table['min_images']} images; {table['rule']})\n"
+            + _columns([header, *rows]) + (f"\n{indent}left out (too few images): {left_out}" if left_out else ""))
 
 
 def _columns(rows: list[list[str]]) -> str:

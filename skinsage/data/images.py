@@ -31,8 +31,9 @@ class ImageError(SkinSageError, ValueError):
     """A file that cannot be used as an image, with the reason."""
 
 
-def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
-    """Open, orient (EXIF), convert to RGB and resize the whole image to size x size, uint8."""
+def load_image(source: str | Path | Image.Image, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """Open, orient (EXIF), convert to RGB and resize the whole image to size x size, uint8.
+    `max_pixels`: a tighter decoding bound than Pillow's (the web app's)."""
     if isinstance(source, Image.Image):
         return to_model_input(source, size)
     path = Path(source)
@@ -44,7 +45,7 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=OPEN_FORMATS) as image:
                 image.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster
-                _check_pixels(image)
+                _check_pixels(image, max_pixels)
                 return to_model_input(image, size)
     except ImageError as err:  # to_model_input's reasons do not know the file: name it
         if str(err).startswith(f"{path}: "):
@@ -68,7 +69,8 @@ def load_image(source: str | Path | Image.Image, size: int) -> np.ndarray:
         raise ImageError(f"{path}: corrupt or truncated image ({err})") from None
 
 
-def load_photo(source: str | Path | Image.Image, max_side: int | None = None) -> np.ndarray:
+def load_photo(source: str | Path | Image.Image, max_side: int | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
     """The photo as people see it: EXIF-oriented RGB uint8 at its own size and aspect (shrunk to
     `max_side` on its longer side if given), for drawing explanations over. Opened with the same
     format allow-list and memory bound as `load_image`, whose checks and messages callers meet
@@ -79,7 +81,7 @@ def load_photo(source: str | Path | Image.Image, max_side: int | None = None) ->
             with Image.open(source, formats=OPEN_FORMATS) as image:
                 if max_side:
                     image.draft("RGB", (max_side, max_side))
-                _check_pixels(image)
+                _check_pixels(image, max_pixels)
                 return load_photo(image, max_side)
     image = _to_rgb(ImageOps.exif_transpose(source))
     if max_side and max(image.size) > max_side:
@@ -99,16 +101,20 @@ def _check_regular_file(path: Path) -> None:
         raise ImageError(f"{path}: empty file (0 bytes)")
 
 
-def _check_pixels(image: Image.Image) -> None:
+def _check_pixels(image: Image.Image, max_pixels: int | None = None) -> None:
     """The memory bound: never decode more than Image.MAX_IMAGE_PIXELS (~89 MP, ~270 MB as RGB).
 
     Pillow itself refuses anything above twice that at open (DecompressionBombError). Between the
     two, a JPEG is accepted when draft mode decodes it at a reduced scale (down to 1/8 per side)
     within the bound: that is how 90-108 MP phone photos are read. Other formats decode in full,
-    so they are refused there, as Pillow's warning advises.
+    so they are refused there, as Pillow's warning advises. `max_pixels` tightens the bound for a
+    caller that needs less (the web app).
     """
     limit = Image.MAX_IMAGE_PIXELS
     width, height = image.size  # after draft(): the size that will actually be decoded
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(f"{width} x {height} pixels ({width * height / 1e6:.1f} megapixels) is more "
+                         f"than this decodes: at most {max_pixels / 1e6:.0f} megapixels; resize the photo")
     if limit is not None and width * height > limit:
         raise Image.DecompressionBombError(
             f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, could be "

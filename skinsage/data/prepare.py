@@ -45,16 +45,23 @@ class PrepareError(SkinSageError, ValueError):
 
 
 AUTO_SHARDS_BYTES = 2 << 30  # data.store auto: shards above 2 GiB of uint8 pixels (params.yaml)
+# Bounds on what a source may name: train, evaluate and the metrics files grow with the class count
+# (10,000 classes took evaluate to 11 GB), and every name travels in the model file's 1 MiB metadata
+MAX_CLASSES = 1_000
+MAX_CLASS_NAME_CHARS = 100
 
 
 def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> PreparedData:
     """The selected source -> `out_dir` (in the store `data.store` selects) and metrics/data.json."""
     listing = list_source(params)  # folder, csv: the files, nothing decoded yet
+    if listing is not None:
+        check_class_names(listing.class_names)  # before hours of decoding
     count = sum(len(p) for p in listing.paths.values()) if listing else None
     if listing is not None and chosen_store(params, count) == "shards":
         log.info(f"data.store {params.data.store}: decoding {count} files straight to shards")
         return _prepare_streamed(listing, params, out_dir, metrics_path)
     raw = decode_listing(listing, params.image_size, params.data.workers) if listing else load_source(params)
+    check_class_names(raw.class_names)
     removed = []
     if not raw.has_official_split:
         raw, removed = remove_same_class_copies(raw)
@@ -69,6 +76,17 @@ def prepare(params: Params, out_dir: str | Path, metrics_path: str | Path) -> Pr
         write_text(staging / "skipped.csv", _skipped_csv(skipped))
     _report(params, data, out_dir, metrics_path, Checks(raw.skipped, removed, conflicts, leakage, groups))
     return data if store == "npz" else load_prepared(out_dir)
+
+
+def check_class_names(names: list[str]) -> None:
+    """At most MAX_CLASSES classes, each name 1-MAX_CLASS_NAME_CHARS characters."""
+    if len(names) > MAX_CLASSES:
+        raise PrepareError(f"the data names {len(names):,} classes; at most {MAX_CLASSES:,} are supported "
+                           "(check the label column, or merge classes with data.csv.classes)")
+    for name in names:
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise PrepareError(f"a class name of {len(name):,} characters ('{name[:40]}...'); at most "
+                               f"{MAX_CLASS_NAME_CHARS} (rename it with data.csv.classes or the folder name)")
 
 
 def chosen_store(params: Params, images: int) -> str:
@@ -153,9 +171,18 @@ def split_dataset(raw: RawDataset, params: Params) -> tuple[PreparedData, dict |
 def _split_index(raw: RawDataset | Listing, params: Params) -> dict[str, np.ndarray]:
     split = params.data.split
     if raw.groups:
-        return grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
-                                        params.data.seed, raw.class_names)
-    return stratified_split(raw.labels["all"], split.val, split.test, params.data.seed, raw.class_names)
+        index = grouped_stratified_split(raw.labels["all"], raw.groups["all"], split.val, split.test,
+                                         params.data.seed, raw.class_names)
+    else:
+        index = stratified_split(raw.labels["all"], split.val, split.test, params.data.seed, raw.class_names)
+    empty = [name for name in SPLITS if len(index.get(name, ())) == 0]
+    if empty:  # train needs a validation split to stop on, evaluate a test split to score
+        groups = len(set(raw.groups["all"].tolist())) if raw.groups else None
+        raise PrepareError(f"the split leaves no images in {' and '.join(empty)}"
+                           + (f": {groups} group(s) in all (data.csv.group), and a group never spans "
+                              "two splits; add images from more groups (lesions, patients)"
+                              if groups is not None else "") + ", or raise data.split.val / data.split.test")
+    return index
 
 
 def _warn_crossing(groups: dict | None) -> None:

@@ -57,3 +57,21 @@ def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int) -> list[d
                          "count": int(members.sum()), "confidence": mean_conf,
                          "accuracy": float(correct[members].mean()), "perfect": mean_conf})
     return rows
+
+
+def risk_coverage_rows(y_true: np.ndarray, probs: np.ndarray) -> tuple[list[dict], float]:
+    """(rows, AURC): answering only the images whose top probability is at least each threshold,
+    the share answered (coverage) and the accuracy on them (risk = 1 - accuracy); the area under the
+    risk-coverage curve (AURC, Geifman & El-Yaniv 2017: lower is better), the mean risk over the
+    coverages 1/N .. 1."""
+    confidence = probs.max(axis=1)
+    order = np.argsort(-confidence, kind="stable")
+    correct = (probs.argmax(axis=1) == y_true)[order]
+    n = len(order)
+    if n == 0:
+        return [], math.nan
+    accuracy = np.cumsum(correct) / np.arange(1, n + 1)
+    rows = [{"coverage": (i + 1) / n, "accuracy": accuracy[i], "risk": 1 - accuracy[i],
+             "threshold": confidence[order[i]]} for i in range(n)
+            if i == n - 1 or confidence[order[i]] != confidence[order[i + 1]]]  # one point per threshold
+    return rows, float(np.mean(1 - accuracy))

@@ -137,19 +137,33 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, resamples: int, seed: in
 
     Stratifying keeps every class in every resample, so balanced accuracy and AUC stay defined.
     """
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
     correct = probs.argmax(axis=1) == y_true
     values = {name: np.empty(resamples) for name in CI_METRICS}
-    for r in range(resamples):
-        picks = [rng.choice(m, size=len(m), replace=True) for m in members]
+    for r, picks in enumerate(stratified_resamples(y_true, resamples, seed)):
         index = np.concatenate(picks)
         values["accuracy"][r] = correct[index].mean()
         values["balanced_accuracy"][r] = np.mean([correct[p].mean() for p in picks])
         values["auc_macro_ovr"][r] = rank_macro_auc(y_true[index], probs[index])
+    return percentile_intervals(values, level)
+
+
+def stratified_resamples(y_true: np.ndarray, resamples: int, seed: int):
+    """`resamples` bootstrap draws, each a list of index arrays, one per class present in y_true,
+    drawn with replacement within the class (so its count stays fixed); seeded."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
+    for _ in range(resamples):
+        yield [rng.choice(m, size=len(m), replace=True) for m in members]
+
+
+def percentile_intervals(values: dict[str, np.ndarray], level: float = 0.95) -> dict:
+    """{name: {"low", "high"}}: the percentile interval of each metric's resampled values (NaN
+    resamples, where the metric is undefined, are left out)."""
     tail = (1 - level) / 2 * 100
-    return {name: {"low": float(np.nanpercentile(v, tail)), "high": float(np.nanpercentile(v, 100 - tail))}
-            for name, v in values.items()}
+    with warnings.catch_warnings():  # an all-NaN metric (undefined in every resample) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {name: {"low": float(np.nanpercentile(v, tail)), "high": float(np.nanpercentile(v, 100 - tail))}
+                for name, v in values.items()}
 
 
 def rank_macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:

@@ -125,11 +125,14 @@ def export_model(model, metadata: dict, out: str | Path, fmt: str, quantize: str
     elif fmt == "onnx":
         with atomic_path(out) as tmp:
             write_onnx(serving, size, tmp)
-    else:
+    else:  # checked in its temporary folder: SkinSage never loads a SavedModel from a user's path
         with atomic_dir(out) as tmp:
             write_saved_model(serving, size, tmp)
+            verification = verify(model, settings, out, fmt, quantize, calibration, size,
+                                  runner=SavedModelRunner(tmp))
     try:
-        verification = verify(model, settings, out, fmt, quantize, calibration, size)
+        if fmt != "saved_model":
+            verification = verify(model, settings, out, fmt, quantize, calibration, size)
     except ExportError:
         _remove(out)  # a file that disagrees with Keras must not be left for anyone to use
         raise
@@ -217,7 +220,7 @@ def write_onnx(serving, size: int, path: str | Path) -> None:
 
 
 def verify(model, settings: dict, path: Path, fmt: str, quantize: str, images: np.ndarray | None,
-           size: int) -> dict:
+           size: int, runner=None) -> dict:
     """Top-1 agreement and max |Δp| of the exported file against Keras' `predict_probabilities`
     (with the model's TTA and temperature, `settings`). An unquantised export that disagrees is a
     broken export: refused."""
@@ -229,7 +232,7 @@ def verify(model, settings: dict, path: Path, fmt: str, quantize: str, images: n
         images = np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8)
     images = images[:VERIFY_IMAGES]
     expected = predict_probabilities(model, images, 32, **settings)
-    got = predict_probabilities(open_runner(path, fmt), images, 32, "none")
+    got = predict_probabilities(runner or open_runner(path, fmt), images, 32, "none")
     result = {"images": int(len(images)), "data": data,
               "top1_agreement": float(np.mean(expected.argmax(1) == got.argmax(1))),
               "max_abs_diff": float(np.abs(expected - got).max())}
@@ -238,6 +241,26 @@ def verify(model, settings: dict, path: Path, fmt: str, quantize: str, images: n
                           f"{result['max_abs_diff']:.2g} in probability (allowed {FLOAT_TOLERANCE:g}); "
                           "the conversion is wrong, do not use the file")
     return result
+
+
+class SavedModelRunner:
+    """The `serve` signature of the SavedModel `export_model` has just written, in TensorFlow. Only
+    for that check: loading a SavedModel runs its graph, so one from elsewhere is never loaded."""
+
+    def __init__(self, folder: str | Path):
+        import tensorflow as tf
+
+        self._loaded = tf.saved_model.load(str(folder))  # owns the variables: keep it alive
+        (spec,) = self._loaded.serve.input_signature
+        self.input_shape = tuple(spec.shape)
+        outs = self._loaded.serve.get_concrete_function().structured_outputs
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        # [probabilities, ood_score] like the Keras model when it carries a detector
+        self.output_shape = tuple(outs[0].shape) if len(outs) == 1 else [tuple(o.shape) for o in outs]
+
+    def predict_on_batch(self, images: np.ndarray):
+        result = self._loaded.serve(np.ascontiguousarray(images, dtype=np.uint8))
+        return [o.numpy() for o in result] if isinstance(result, (list, tuple)) else result.numpy()
 
 
 def _versions() -> dict:

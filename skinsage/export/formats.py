@@ -28,7 +28,8 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def exported_format(path: str | Path) -> str | None:
-    """"litert", "onnx" or "saved_model" when `path` is an exported model, else None (.keras)."""
+    """"litert", "onnx" or "saved_model" when `path` is an exported model, else None (.keras).
+    "saved_model" is recognised only to be refused (runtime.refuse_saved_model)."""
     path = Path(path)
     if path.suffix.lower() in EXPORTED_SUFFIXES:
         return EXPORTED_SUFFIXES[path.suffix.lower()]

@@ -14,15 +14,32 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import not_regular
 from ..model.model_file import MAX_METADATA_BYTES, ModelFileError, check_metadata, check_network
 from .formats import EXPORT_FORMAT, exported_format, sidecar_path
 
 
+def refuse_saved_model(path: str | Path) -> None:
+    """SavedModel folders are an export target only: loading one runs its graph (resource
+    initialisers at load, any op at predict), which may read or write files or open sockets."""
+    if exported_format(path) == "saved_model":
+        raise ModelFileError(f"{path}: a TF SavedModel folder; SkinSage does not load SavedModels "
+                             "(loading one runs the graph it carries, which can read and write files). "
+                             "Serve it with TensorFlow Serving if you trust it; here use the .keras model, "
+                             "or export to --format litert or onnx")
+
+
 def read_sidecar(path: str | Path) -> dict:
-    """The metadata exported beside `path` (checked like a .keras file's)."""
+    """The metadata exported beside `path` (checked like a .keras file's); SavedModels refused."""
+    refuse_saved_model(path)
     side = sidecar_path(path)
     if not Path(path).exists():
         raise ModelFileError(f"{path}: no such model file")
+    for file in (path, side):  # opening a FIFO would block forever
+        kind = not_regular(file)
+        if kind or Path(file).is_dir():
+            raise ModelFileError(f"{file}: not a regular file ({kind or 'a folder'}); give the file "
+                                 "`skinsage export` wrote")
     if not side.is_file():
         raise ModelFileError(f"{path}: no {side.name} beside it (class names, input size); "
                              "export the model with `skinsage export`, which writes both")
@@ -33,6 +50,8 @@ def read_sidecar(path: str | Path) -> dict:
         metadata = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{side}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{side}: JSON nested too deeply; not a file `skinsage export` wrote") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("export"), dict) \
             or metadata["export"].get("format") != EXPORT_FORMAT:
         raise ModelFileError(f"{side}: not SkinSage export metadata (expected format {EXPORT_FORMAT})")
@@ -54,14 +73,18 @@ def load_exported(path: str | Path):
 
 
 def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none", temperature_in_graph: bool = False):
-    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner, "saved_model": SavedModelRunner}
+    """A runner for a .tflite or .onnx file (a SavedModel is never loaded from a user's path:
+    `refuse_saved_model`)."""
+    refuse_saved_model(path)
+    runners = {"litert": LiteRTRunner, "onnx": OnnxRunner}
     try:
         runner = runners[fmt](path)
     except ImportError as err:
         raise ModelFileError(f"{path}: running {fmt} files needs {err.name}; install it with "
                              "`pip install skinsage[export]`") from None
-    except (ValueError, RuntimeError, OSError) as err:
-        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({str(err).strip()[:300]})") from None
+    except Exception as err:  # noqa: BLE001  ONNX Runtime's and LiteRT's errors share no base class
+        raise ModelFileError(f"{path}: cannot load it as a {fmt} model ({type(err).__name__}: "
+                             f"{str(err).strip()[:300]})") from None
     runner.tta_in_graph = tta_in_graph
     runner.temperature_in_graph = temperature_in_graph
     return runner
@@ -70,6 +93,15 @@ def open_runner(path: str | Path, fmt: str, tta_in_graph: str = "none", temperat
 def _shape(dims) -> tuple:
     return tuple(None if d is None or not isinstance(d, (int, np.integer)) or d < 0 else int(d)
                  for d in dims)
+
+
+def _shapes(shapes: list) -> tuple | list:
+    """One output's shape, or [probabilities, ood_score] shapes (as a two-output Keras model)."""
+    return _shape(shapes[0]) if len(shapes) == 1 else [_shape(s) for s in shapes]
+
+
+def _result(outputs: list):
+    return outputs[0] if len(outputs) == 1 else outputs
 
 
 def _uint8(images: np.ndarray) -> np.ndarray:
@@ -90,9 +122,13 @@ class LiteRTRunner:
         # all cores, like Keras; the interpreter's default may be a single thread
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        # the probabilities first, then the ood_score (rank 1) of a model with a detector
+        self._outputs = sorted(self._interpreter.get_output_details(), key=lambda d: -len(d["shape_signature"]))
         self.input_shape = _shape(self._input["shape_signature"])
-        self.output_shape = _shape(self._output["shape_signature"])
+        self.output_shape = _shapes([d["shape_signature"] for d in self._outputs])
+        # now, not at the first image: an op the runtime lacks (Select TF ops, custom ops) fails
+        # here, at load, and is never run
+        self._interpreter.allocate_tensors()
         self._batch_shape = None
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
@@ -103,7 +139,7 @@ class LiteRTRunner:
             self._batch_shape = images.shape
         self._interpreter.set_tensor(self._input["index"], images)
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output["index"]).copy()
+        return _result([self._interpreter.get_tensor(d["index"]).copy() for d in self._outputs])
 
 
 class OnnxRunner:
@@ -116,25 +152,10 @@ class OnnxRunner:
         options.log_severity_level = 3  # errors only
         self._session = onnxruntime.InferenceSession(str(path), options,
                                                      providers=["CPUExecutionProvider"])
-        (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
-        self._name = inp.name
-        self.input_shape, self.output_shape = _shape(inp.shape), _shape(out.shape)
+        (inp,) = self._session.get_inputs()
+        outs = sorted(self._session.get_outputs(), key=lambda o: -len(o.shape))  # probabilities first
+        self._name, self._outputs = inp.name, [o.name for o in outs]
+        self.input_shape, self.output_shape = _shape(inp.shape), _shapes([o.shape for o in outs])
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._name: _uint8(images)})[0]
-
-
-class SavedModelRunner:
-    """A SavedModel folder's `serve` signature in TensorFlow."""
-
-    def __init__(self, path: str | Path):
-        import tensorflow as tf
-
-        self._loaded = tf.saved_model.load(str(path))  # owns the variables: keep it alive
-        concrete = self._loaded.serve.get_concrete_function()
-        (spec,) = self._loaded.serve.input_signature
-        self.input_shape = _shape(spec.shape)
-        self.output_shape = _shape(concrete.structured_outputs.shape)
-
-    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._loaded.serve(_uint8(images)).numpy()
+        return _result(self._session.run(self._outputs, {self._name: _uint8(images)}))

@@ -50,13 +50,19 @@ def serving_model(model, tta: str, temperature: float = 1.0):
         # copy of its weights (four calls duplicated them in the .tflite) and run one bigger batch
         views = ops.concatenate([inputs, ops.flip(inputs, axis=2), ops.flip(inputs, axis=1),
                                  ops.flip(ops.flip(inputs, axis=1), axis=2)], axis=0)
-        probabilities = model(views)
+        probabilities, *ood = _outputs(model(views))
         outputs = ops.mean(ops.reshape(probabilities, (4, -1, probabilities.shape[-1])), axis=0)
+        ood = [ops.mean(ops.reshape(ood[0], (4, -1)), axis=0)] if ood else []  # as inference averages it
     else:
-        outputs = model(inputs)
+        outputs, *ood = _outputs(model(inputs))
     if temperature != 1.0:
         outputs = ops.softmax(ops.log(ops.maximum(outputs, 1e-30)) / temperature, axis=-1)
-    return keras.Model(inputs, outputs, name=SERVING_NAME)
+    # the ood_score (model/ood.py) travels as a second output; the adapters return both
+    return keras.Model(inputs, [outputs, *ood] if ood else outputs, name=SERVING_NAME)
+
+
+def _outputs(result) -> list:
+    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 def leaf_layers(model) -> dict[str, str]:

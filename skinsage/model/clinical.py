@@ -11,16 +11,14 @@ is "image".
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
+from ..clinical_rules import UNKNOWN, ClinicalValueError, age_value, category_value
 from ..errors import SkinSageError
 
 IMAGE_INPUT = "image"
-UNKNOWN = "unknown"  # a missing sex or site; prepare writes it for empty cells
 FUSION_LAYER = "metadata_fusion"
-MISSING_WORDS = {"", "nan", "na", "n/a", "none", "null", UNKNOWN}
 
 
 class ClinicalInputError(SkinSageError, ValueError):
@@ -114,25 +112,14 @@ def column(name: str, values) -> np.ndarray:
     """(N, 1) model input of one field: float32 ages (NaN when missing), lower-case strings
     ("unknown" when missing), as `prepare` writes them."""
     values = list(np.asarray(values, dtype=object).reshape(-1))
-    if name == "age":
-        return np.asarray([age_value(v) for v in values], dtype=np.float32).reshape(-1, 1)
-    return np.asarray([category_value(v) for v in values], dtype=object).reshape(-1, 1)
-
-
-def age_value(value) -> float:
-    if value is None or (isinstance(value, str) and value.strip().lower() in MISSING_WORDS):
-        return math.nan
+    convert = age_value if name == "age" else category_value
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ClinicalInputError(f"age {value!r} is not a number of years (leave it empty when unknown)") from None
-
-
-def category_value(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return UNKNOWN
-    text = str(value).strip().lower()
-    return UNKNOWN if text in MISSING_WORDS else text
+        converted = [convert(v) for v in values]
+    except ClinicalValueError as err:
+        raise ClinicalInputError(f"{name}: {err}") from None
+    if name == "age":
+        return np.asarray(converted, dtype=np.float32).reshape(-1, 1)
+    return np.asarray(converted, dtype=object).reshape(-1, 1)
 
 
 def check_clinical_given(fields: list[str], clinical: dict | None, n: int) -> None:

@@ -166,7 +166,8 @@ def _trace_sequential(model, layer_name: str, logit_layer, name: str):
 def _softmax_head(model):
     """The Dense layer with a softmax activation that makes the class probabilities, looked for
     below any LogitAdjustment (a per-class logit shift) at the top; None if there is none."""
-    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    layers = [layer for layer in model.layers  # the out-of-distribution detector is a side branch
+              if type(layer).__name__ not in ("InputLayer", "ChannelStats", "OodScore")]
     while layers and type(layers[-1]).__name__ == "LogitAdjustment":
         layers.pop()
     last = layers[-1] if layers else None

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import SkinSageError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, not_regular
 from .inference import check_tta
 
 METADATA_ENTRY = "skinsage.json"
@@ -26,10 +26,16 @@ class ModelFileError(SkinSageError, ValueError):
 
 
 def save_model(model, path: str | Path, metadata: dict) -> None:
+    """Refused before writing when the metadata is more than `load_model` reads back."""
+    entry = json.dumps(metadata, indent=2).encode("utf-8")
+    if len(entry) > MAX_METADATA_BYTES:
+        raise ModelFileError(f"{path}: the model's metadata would be {len(entry) / 2**20:.1f} MiB, more "
+                             f"than the {MAX_METADATA_BYTES // 2**20} MiB a model file may carry (class "
+                             "names, clinical vocabularies and params all go in it); not saved")
     with atomic_path(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(METADATA_ENTRY, json.dumps(metadata, indent=2))
+            archive.writestr(METADATA_ENTRY, entry)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -38,6 +44,9 @@ def read_metadata(path: str | Path) -> dict:
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder, not a model file; give the .keras file "
                              f"(e.g. {path / 'model.keras'})")
+    kind = not_regular(path)
+    if kind:  # opening a FIFO would block forever
+        raise ModelFileError(f"{path}: not a regular file ({kind}); give the .keras file")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -50,6 +59,9 @@ def read_metadata(path: str | Path) -> dict:
         raise ModelFileError(f"{path}: not a Keras .keras model file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path}: its SkinSage metadata is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: its SkinSage metadata is JSON nested too deeply; the file is "
+                             "not one SkinSage wrote") from None
     if not isinstance(metadata, dict):
         raise ModelFileError(f"{path}: its SkinSage metadata is not a JSON object")
     return metadata
@@ -79,7 +91,7 @@ def load_model(path: str | Path):
     file can run code."""
     import keras
 
-    from . import layers  # noqa: F401  registers SkinSage's custom layers
+    from . import layers, ood  # noqa: F401  registers SkinSage's custom layers
 
     metadata = read_metadata(path)
     check_metadata(metadata, str(path))
@@ -133,13 +145,15 @@ def check_network(model, metadata: dict, where: str = "model") -> None:
     """The metadata must describe this network: a mismatch would silently mislabel every image."""
     from .clinical import clinical_fields, image_input_shape
 
+    from .inference import output_width
+
     classes, size = check_metadata(metadata, where)
-    inputs, outputs = image_input_shape(model), tuple(model.output_shape)
+    inputs, width = image_input_shape(model), output_width(model)
     if inputs[1:3] not in ((size, size), (None, None)):
         raise ModelFileError(f"{where}: the network takes {inputs[1:3]} images but its metadata says "
                              f"{size} px; the file is inconsistent")
-    if outputs[-1] != len(classes):
-        raise ModelFileError(f"{where}: the network has {outputs[-1]} outputs but its metadata names "
+    if width != len(classes):
+        raise ModelFileError(f"{where}: the network has {width} outputs but its metadata names "
                              f"{len(classes)} classes; the file is inconsistent")
     fields, recorded = clinical_fields(model), clinical_record(metadata)["inputs"]
     if hasattr(model, "inputs") and sorted(fields) != sorted(recorded):
@@ -168,3 +182,22 @@ def inference_settings(metadata: dict, where: str = "model") -> dict:
         raise ModelFileError(f"{where}: its SkinSage metadata records temperature {temperature!r}; "
                              "expected a positive number")
     return {"tta": tta, "temperature": float(temperature)}
+
+
+def referral_settings(metadata: dict, where: str = "model") -> dict | None:
+    """The referral operating point `train` recorded ({"classes", "threshold", "target_sensitivity",
+    ...}, model/referral.py), checked against the classes; None for a file without one."""
+    from .referral import RECORD_KEY, check_record
+
+    return check_record(metadata.get(RECORD_KEY), list(metadata.get("classes") or []), where)
+def decision_settings(metadata: dict, where: str = "model") -> dict:
+    """The thresholds behind each prediction's `status` (model/decision.py): {"ood": {"method",
+    "retain", "threshold"} | None, "uncertain": {"coverage", "threshold"} | None}, fitted on
+    validation by `train`. A file from before has neither: its status is always "ok" and its
+    ood_score None (`Classifier` warns once)."""
+    from .decision import check_settings
+
+    try:
+        return check_settings(metadata.get("inference") or {}, where)
+    except ValueError as err:
+        raise ModelFileError(str(err)) from None

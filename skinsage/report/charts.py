@@ -36,6 +36,7 @@ def figure_size(kind: str, num_classes: int) -> tuple[float, float]:
         "reliability_diagram": (7.0, 7.5),
         "test_examples": (GRID_COLUMNS * 1.9 + 2.2, num_classes * 2.2 + 1.0),
         "gradcam_examples": (4 * 2.1 + 2.6, num_classes * 2.3 + 1.6),
+        "referral_roc": (7.0, 7.0),
     }[kind]
 
 
@@ -275,3 +276,33 @@ def _draw_gradcam_pair(image_ax, map_ax, drawn: dict | None, wrong: bool) -> Non
     map_ax.imshow(drawn["overlay"], interpolation="antialiased")
     map_ax.set_title(f"map: {wrap(pick['predicted'], 20)}", fontsize=8,
                      color=ERROR_COLOUR if wrong else CORRECT_COLOUR)
+
+
+def plot_referral_roc(rows: list[dict], referral: dict | None, path: str | Path, title: str) -> None:
+    """The ROC of P(refer) with the recorded operating point marked; a note when there is none."""
+    fig = _figure("referral_roc")
+    ax = fig.subplots()
+    curve = [row for row in rows if row["curve"] == "ROC"]
+    point = next((row for row in rows if row["curve"] == "operating point"), None)
+    if referral is None or not curve or point is None:
+        ax.text(0.5, 0.5, "no referral operating point recorded for this model\n(train.referral.classes)",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        names = " + ".join(wrap(name, 40) for name in referral["classes"])
+        ax.plot([r["fpr"] for r in curve], [r["tpr"] for r in curve], color=OKABE_ITO[0], linewidth=2,
+                label=f"P(refer) = P({names})\nAUC {format_value(referral.get('auc'))}")
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="chance")
+        target = referral.get("target_sensitivity")
+        if target is not None:
+            ax.axhline(target, color="#999999", linestyle="--", linewidth=1,
+                       label=f"target sensitivity {target:g} (validation)")
+        ax.plot([point["fpr"]], [point["tpr"]], marker="o", markersize=11, color=ERROR_COLOUR,
+                linestyle="none", label=(f"operating point: P(refer) >= {point['threshold']:.3f}\n"
+                                         f"sensitivity {point['tpr']:.3f}, specificity {1 - point['fpr']:.3f}"))
+        ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+               xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=9)
+    ax.set_title(title)
+    _save(fig, path)

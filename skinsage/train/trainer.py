@@ -91,7 +91,9 @@ def _train(params: Params, data: PreparedData, live, strategy):
     if strategy is not None:
         summary["replicas"] = replicas(strategy)
     model, calibration = _calibrate(model, params, data)
-    return model, history, {**summary, **calibration, **({"clinical_encoding": encoding} if encoding else {})}
+    model, decision = _fit_decision(model, params, data, calibration.get("temperature", 1.0))
+    extra = {"clinical_encoding": encoding} if encoding else {}
+    return model, history, {**summary, **calibration, **decision, **extra}
 
 
 def _calibrate(model, params: Params, data: PreparedData):
@@ -110,6 +112,28 @@ def _calibrate(model, params: Params, data: PreparedData):
     if variants is not None:  # what the adjusted model gives (the layer's arithmetic, in NumPy)
         variants = adjust(variants, prior, adjustment.get("logit_adjustment_tau", 0.0))
     return model, {**adjustment, **_temperature(t.temperature, val.labels, variants)}
+
+
+def _fit_decision(model, params: Params, data: PreparedData, temperature: float):
+    """The out-of-distribution detector (fitted on the training lesions, added to the model as a
+    second output) and the thresholds of each prediction's status, chosen on validation as
+    `evaluate` and every user will run the model (its TTA and temperature)."""
+    from ..model.decision import fit_thresholds
+    from ..model.inference import predict_outputs
+    from ..model.ood import fit_detector
+
+    t, val = params.train, data.splits["val"]
+    if t.ood.method == "feature_stats":
+        model = fit_detector(model, data.splits["train"], val, params.evaluate.batch_size, params.evaluate.tta,
+                             t.ood.stages)
+    probs, scores = predict_outputs(model, val, params.evaluate.batch_size, params.evaluate.tta,
+                                    temperature, clinical=val.clinical)
+    record = fit_thresholds(probs, scores, t.ood.retain, t.uncertain.coverage, t.ood.method)
+    if "ood" in record:
+        record["ood"]["stages"] = t.ood.stages
+    for key, section in record.items():
+        log.info(f"{key} threshold {section['threshold']:.4g} (chosen on {len(val)} validation images)")
+    return model, {"decision": record}
 
 
 def _temperature(setting: float | str | None, labels, variants) -> dict:
@@ -210,7 +234,8 @@ def model_metadata(params: Params, data: PreparedData, summary: dict) -> dict:
         "image_size": data.image_size,
         "dataset": data.dataset,
         # what `evaluate` scored; every user runs the same (inference.predict_probabilities' keywords)
-        "inference": {"tta": params.evaluate.tta, "temperature": summary.get("temperature", 1.0)},
+        "inference": {"tta": params.evaluate.tta, "temperature": summary.get("temperature", 1.0),
+                      **summary.get("decision", {})},  # ood and uncertain thresholds (model/decision.py)
         "params_hash": params_hash(params),
         "params": asdict(params),
         "train_summary": summary,

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ...clinical_rules import ClinicalValueError, age_value, category_value
 from ...params import CsvParams
 from ..images import is_image_name
 from .dataset import Listing, RawDataset
@@ -70,8 +71,9 @@ def group_of(entry: Entry) -> str:
 
 # --- clinical data (data.csv.clinical) ----------------------------------------------------
 
-UNKNOWN = "unknown"  # the category of a missing sex or site (HAM10000 writes it; ISIC leaves cells empty)
-MISSING_AGE = {"", "nan", "na", "n/a", "none", "null", "unknown"}
+
+
+MAX_CATEGORIES = 1_000  # distinct sexes or sites: HAM10000 has 3 and 15
 
 
 def clinical_arrays(entries: list[Entry], csv_name: str) -> dict[str, np.ndarray]:
@@ -85,22 +87,27 @@ def clinical_arrays(entries: list[Entry], csv_name: str) -> dict[str, np.ndarray
             arrays[field] = np.asarray([_age(cell, entry.row, csv_name) for cell, entry in zip(cells, entries)],
                                        dtype=np.float64)
         else:
-            arrays[field] = np.asarray([cell.lower() or UNKNOWN for cell in cells], dtype=str)
+            arrays[field] = np.asarray([_category(cell, entry.row, csv_name, field)
+                                        for cell, entry in zip(cells, entries)], dtype=str)
+            distinct = len(set(arrays[field].tolist()))
+            if distinct > MAX_CATEGORIES:  # each one is recorded in the model file's metadata
+                raise CsvError(f"{csv_name}: column of data.csv.clinical.{field} has {distinct:,} "
+                               f"different values; at most {MAX_CATEGORIES:,} (is it the right column?)")
     return arrays
 
 
-def _age(cell: str, row: int, csv_name: str) -> float:
-    if cell.lower() in MISSING_AGE:
-        return float("nan")
+def _category(cell: str, row: int, csv_name: str, field: str) -> str:
     try:
-        age = float(cell)
-    except ValueError:
-        raise CsvError(f"{csv_name}: row {row}, column of data.csv.clinical.age: '{cell}' is not a "
-                       "number of years (leave the cell empty when unknown)") from None
-    if not 0 <= age <= 130:
-        raise CsvError(f"{csv_name}: row {row}, column of data.csv.clinical.age: {cell} is not an age "
-                       "in years (0-130; leave the cell empty when unknown)")
-    return age
+        return category_value(cell)  # the rule prediction applies too
+    except ClinicalValueError as err:
+        raise CsvError(f"{csv_name}: row {row}, column of data.csv.clinical.{field}: {err}") from None
+
+
+def _age(cell: str, row: int, csv_name: str) -> float:
+    try:
+        return age_value(cell)  # the rule prediction applies too
+    except ClinicalValueError as err:
+        raise CsvError(f"{csv_name}: row {row}, column of data.csv.clinical.age: {err}") from None
 
 
 # --- reading and checking the CSV -------------------------------------------------------------

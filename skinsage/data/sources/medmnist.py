@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import SkinSageError
-from ...fileio import WriteError, atomic_path, md5sum
+from ...fileio import WriteError, atomic_path, md5sum, not_regular
 from ...log import progress
 from ...params import MEDMNIST_SIZES, MedmnistParams
 from ...prepared import SPLITS
@@ -104,6 +104,10 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
     starts it again from scratch.
     """
     stale = None
+    kind = not_regular(dest)
+    if kind:  # reading a FIFO for its MD5 would block forever
+        raise MedmnistError(f"data.medmnist.path: {dest} is not a regular file ({kind}); remove it or "
+                            "choose another folder")
     if dest.exists():
         actual = md5sum(dest)
         if actual == md5:
@@ -159,6 +163,9 @@ def read_npz(path: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[
     """Read and validate a MedMNIST-layout npz: {train,val,test}_{images,labels}."""
     if not path.exists():
         raise MedmnistError(f"{path}: no such file (data.medmnist.path)")
+    kind = not_regular(path)
+    if kind:
+        raise MedmnistError(f"{path}: not a regular file ({kind}) (data.medmnist.path)")
     try:
         _check_declared_sizes(path)
         loaded = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
