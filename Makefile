@@ -62,8 +62,8 @@ demo: setup
 
 # `dvc exp show` that fits 120 columns: the headline test metrics, then only the params that differ
 # between the rows (what was swept). Hidden: dependency hashes, the other metrics (all of them:
-# `dvc exp show`, or `make exps EXPS='--keep val.'` to add the validation figures).
-EXP_HIDDEN := Created|data/|metrics/|models/|skinsage/|stages/|dvclive/|/|\.\./|model_type|macro_f1|cohen_kappa|loss|val\.|epochs_run|best_epoch|train_seconds|logit_adjustment_tau|phase|step|train\.accuracy|eval\.
+# `dvc exp show`; `make exps EXPS='--keep val.balanced|share_ok|referral_sens'` adds some back).
+EXP_HIDDEN := Created|data/|metrics/|models/|skinsage/|stages/|dvclive/|/|\.\./|model_type|macro_f1|cohen_kappa|loss|val\.|share_ok|accuracy_ok|referral_|epochs_run|best_epoch|train_seconds|logit_adjustment_tau|phase|step|train\.accuracy|eval\.
 EXPS ?=
 exps: setup
 	@$(BIN)/dvc exp show --only-changed --hide-workspace --drop '$(EXP_HIDDEN)' $(EXPS)

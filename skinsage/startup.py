@@ -56,9 +56,10 @@ def is_startup_line(line: str, nvidia_driver: bool | None = None) -> bool:
 
 
 def _register_layers() -> None:
-    # The decorators register each layer. Imported this way in every process that loads Keras (TF
-    # loads it too, e.g. `prepare` writing shards): registering changes nothing a stage writes.
-    importlib.import_module("skinsage.model.layers")
+    # Runs in every process that loads Keras (TF loads it too, e.g. `prepare` writing shards).
+    # Imported by name: registering layers changes nothing a stage writes, so `download` and
+    # `prepare` need not depend on skinsage/model (tests/test_stage_deps.py reads static imports).
+    importlib.import_module("skinsage.model.model_file").register_custom_layers()
 
 
 def _then_register_layers(exec_module, module) -> None:

@@ -89,7 +89,7 @@ def test_keras_load_model_works_after_import_skinsage(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.strip() == "skinsage.model.layers"
     result = python(f"import keras; print({load})", tmp_path)  # without SkinSage: Keras cannot
-    assert result.returncode != 0 and "Could not locate class 'LogitAdjustment'" in result.stderr
+    assert result.returncode != 0 and "Could not locate class" in result.stderr
 
 
 def test_cuda_init_failure_is_dropped_only_where_there_is_no_nvidia_driver():

@@ -86,12 +86,18 @@ def _too_large(path: Path, size: int) -> str:
             "one SkinSage wrote")
 
 
+def register_custom_layers() -> None:
+    """Import every module with SkinSage's custom Keras layers: their decorators register them, so
+    a saved model loads (here, and in plain `keras.saving.load_model` after `import skinsage`)."""
+    from . import layers, ood  # noqa: F401
+
+
 def load_model(path: str | Path):
     """(model, metadata), the metadata checked against the network; safe mode: nothing in the
     file can run code."""
     import keras
 
-    from . import layers, ood  # noqa: F401  registers SkinSage's custom layers
+    register_custom_layers()
 
     metadata = read_metadata(path)
     check_metadata(metadata, str(path))
