@@ -471,9 +471,10 @@ def test_csv_cells_cannot_be_formulas():
     rows = predictions_csv([fake_prediction("=HYPERLINK(\"http://x\")", ["@SUM(1)", "-1+2"]),
                             fake_prediction("+cmd.jpg", ["\tx", "ok"])])
     cells = [row.split(",") for row in rows.splitlines()[1:]]
-    assert cells[0][0] == "\"'=HYPERLINK(\"\"http://x\"\")\"" and cells[0][2] == "'@SUM(1)"
-    assert cells[0][4] == "'-1+2" and cells[1][0] == "'+cmd.jpg" and cells[1][2] == "'\tx"
-    assert cells[1][4] == "ok" and cells[0][3] == "0.600000"  # numbers stay numbers
+    # path, image_size, status, ood_score, label_1, probability_1, label_2, ...
+    assert cells[0][0] == "\"'=HYPERLINK(\"\"http://x\"\")\"" and cells[0][4] == "'@SUM(1)"
+    assert cells[0][6] == "'-1+2" and cells[1][0] == "'+cmd.jpg" and cells[1][4] == "'\tx"
+    assert cells[1][6] == "ok" and cells[0][5] == "0.600000"  # numbers stay numbers
 
 
 def test_control_characters_in_file_names_are_escaped_in_the_table(tmp_path, capsys, model_path, clf):

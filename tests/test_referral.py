@@ -218,15 +218,22 @@ def test_model_card_lists_the_referral_and_flags_the_subgroup():
 
 
 @pytest.fixture(scope="module")
+def plain_model_path(tmp_path_factory) -> Path:
+    """Without the out-of-distribution detector: these noise images would all be refused, and a
+    refused image gets no referral advice (test_an_out_of_distribution_image_gets_no_advice)."""
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.keras", detector=False)
+
+
+@pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("photos")
     return [save(Image.fromarray(noise(seed, (20, 20, 3))), root / f"ISIC_{seed:03d}.png") for seed in range(24)]
 
 
-def test_classifier_predictions_carry_the_recorded_referral(model_path, images):
+def test_classifier_predictions_carry_the_recorded_referral(plain_model_path, images):
     from skinsage.app.classifier import Classifier
 
-    clf = Classifier.load(model_path)
+    clf = Classifier.load(plain_model_path)
     predictions = clf.predict([str(p) for p in images])
     probs = np.array([[p.probabilities[c] for c in CLASSES] for p in predictions])
     assert [p.refer for p in predictions] == list(probs[:, 2] >= REFERRAL["threshold"])
@@ -235,28 +242,41 @@ def test_classifier_predictions_carry_the_recorded_referral(model_path, images):
     assert set(predictions[0].to_dict()) >= {"refer", "refer_probability"}
 
 
+def test_an_out_of_distribution_image_gets_no_advice(tmp_path, images):
+    """Never "no referral needed" for a picture the model refuses: refer is None, P(refer) stays."""
+    from skinsage.app.classifier import Classifier
+
+    clf = Classifier.load(save_tiny_model(tmp_path / "detector.keras"))
+    predictions = clf.predict([str(p) for p in images])
+    refused = [p for p in predictions if p.status == "out_of_distribution"]
+    assert refused, "noise images should be refused by the detector"
+    assert all(p.refer is None and p.refer_probability is not None for p in refused)
+    assert all(p.refer is not None for p in predictions if p.status != "out_of_distribution")
+
+
 def test_a_model_without_a_recorded_referral_keeps_working_with_refer_null(tmp_path, images, capsys):
     old = save_tiny_model(tmp_path / "old.keras", referral=None)
+    capsys.readouterr()  # the detector fit's log lines, not predict's output
     assert main(["predict", "--model", str(old), "--format", "json", str(images[0])]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["predictions"][0]["refer"] is None and document["predictions"][0]["refer_probability"] is None
     assert "records no referral threshold" in document["referral"]["note"]
 
 
-def test_predict_json_csv_and_table_carry_refer(model_path, images, capsys):
+def test_predict_json_csv_and_table_carry_refer(plain_model_path, images, capsys):
     from skinsage.app.classifier import Classifier
 
-    expected = {str(p): Classifier.load(model_path).predict(str(p)) for p in images[:4]}
-    assert main(["predict", "--model", str(model_path), "--format", "json", *map(str, images[:4])]) == 0
+    expected = {str(p): Classifier.load(plain_model_path).predict(str(p)) for p in images[:4]}
+    assert main(["predict", "--model", str(plain_model_path), "--format", "json", *map(str, images[:4])]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["referral"] == {"classes": ["melanoma"], "threshold": 0.435, "target_sensitivity": 0.95}
     for row in document["predictions"]:
         assert row["refer"] == expected[row["path"]].refer
         assert row["refer_probability"] == pytest.approx(expected[row["path"]].refer_probability)
-    assert main(["predict", "--model", str(model_path), "--format", "csv", *map(str, images[:4])]) == 0
+    assert main(["predict", "--model", str(plain_model_path), "--format", "csv", *map(str, images[:4])]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [row["refer"] for row in rows] == [str(expected[r["path"]].refer).lower() for r in rows]
-    assert main(["predict", "--model", str(model_path), "--format", "table", str(images[0])]) == 0
+    assert main(["predict", "--model", str(plain_model_path), "--format", "table", str(images[0])]) == 0
     table = capsys.readouterr().out
     assert "referral: refer when P(melanoma) >= 0.4350" in table
     assert ("yes (P " if expected[str(images[0])].refer else "no (P ") in table
@@ -317,7 +337,9 @@ def test_skinsage_evaluate_on_a_csv_with_clinical_columns(model_path, images, tm
     document = json.loads(capsys.readouterr().out)
     metrics = document["metrics"]
     clf = Classifier.load(model_path)
-    refer = np.array([clf.predict(str(p)).refer for p in images])
+    # the threshold's decision on every image (a refused image's advice is None, but the figures
+    # measure the operating point itself on all labelled images)
+    refer = np.array([clf.predict(str(p)).refer_probability >= clf.referral["threshold"] for p in images])
     melanoma = np.arange(len(images)) % 3 == 2
     assert metrics["referral"]["images"] == len(images) and metrics["referral"]["refer_images"] == melanoma.sum()
     assert metrics["referral_sensitivity"] == pytest.approx(refer[melanoma].mean())
