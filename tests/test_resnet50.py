@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from skinsage.model.architectures import RESNET50_WEIGHTS_FILE, ModelError, build_resnet50
-from skinsage.model.model_file import load_model, save_model
+from skinsage.model.decision import OK, OUT_OF_DISTRIBUTION, STATUSES, statuses
+from skinsage.model.inference import predict_outputs
+from skinsage.model.model_file import decision_settings, load_model, save_model
 from skinsage.params import RESNET50_BLOCKS, load_params
 from skinsage.prepared import PreparedData, Split
 from skinsage.train import resnet50 as transfer
@@ -136,8 +138,24 @@ def test_head_trained_on_cached_features_equals_the_saved_full_model(tmp_path, m
     loaded, metadata = load_model(tmp_path / "model.keras")
     assert metadata["model"] == "resnet50" and metadata["image_size"] == SIZE
     on_features = seen["head"].predict(seen["features"]["val"], verbose=0)
-    full = loaded.predict(data.splits["val"].images, verbose=0)
+    full, scores = loaded.predict(data.splits["val"].images, verbose=0)  # + the detector's ood_score
     assert np.max(np.abs(full - on_features)) < 1e-5
+
+    # the out-of-distribution detector, fitted by `train` on the residual stages, recorded and applied
+    decision = decision_settings(metadata)
+    assert decision["ood"]["method"] == "feature_stats" and decision["ood"]["retain"] == 0.95
+    assert np.isfinite(decision["ood"]["threshold"]) and decision["uncertain"]["coverage"] == 0.9
+    probs, ood_scores = predict_outputs(loaded, data.splits["val"], 8, "none", summary.get("temperature", 1.0))
+    np.testing.assert_allclose(ood_scores, scores.ravel(), rtol=1e-5, atol=1e-5)
+    # retain 0.95 of 9 validation images: all, so the threshold is their highest score (the saved
+    # model's float32 arithmetic may differ in the last digits)
+    assert np.max(ood_scores) == pytest.approx(decision["ood"]["threshold"], rel=1e-4)
+    status = statuses(probs, ood_scores, decision)
+    assert set(status) <= set(STATUSES) and status.count(OK) >= 1
+    far = np.full((2, SIZE, SIZE, 3), 255, np.uint8)  # blank white squares, unlike the training noise
+    _, far_scores = predict_outputs(loaded, far, 8)
+    assert np.all(far_scores > np.max(ood_scores))
+    assert statuses(probs[:2], far_scores, decision) == [OUT_OF_DISTRIBUTION] * 2
 
 
 def test_fine_tuning_trains_top_convs_only_and_keeps_batchnorm_statistics(monkeypatch):
