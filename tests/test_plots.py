@@ -203,8 +203,9 @@ def test_dvc_exp_show_leads_with_the_model_and_accuracy_in_few_columns(repro):
     header = dvc(repro, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     params_start = next(i for i, column in enumerate(header) if column in ("seed", "model", "params.yaml:model"))
     metrics = header[header.index("parent") + 1:params_start]
-    # 25, plus the referral sensitivity and specificity of test and val (#26)
-    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 29, metrics
+    # 25, plus the referral sensitivity and specificity (#26) and share_ok and accuracy_ok (#25) of test and val
+    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 33, metrics
+    assert {"share_ok", "accuracy_ok"} <= set(metrics)
     assert not any(column.startswith(("splits.", "duplicates.", "num_classes", "synthetic_")) for column in header)
     # In a terminal `dvc exp show` pages the whole table through `less -RS`: the first screen is
     # its left 80 columns. Rendered that wide here, they must name the run, the model and accuracy.
