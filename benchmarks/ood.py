@@ -64,7 +64,11 @@ def main() -> None:
     jpegs = lesion_jpegs(args.split, len(lesions))
     if jpegs:
         results[f"lesions ({args.split}, from JPEG files)"] = run(clf, jpegs)
-    for group, pictures in ood_sets.build().items():
+    groups = ood_sets.build()
+    print("out-of-distribution groups built: " + ", ".join(f"{g} ({len(p)})" for g, p in groups.items()))
+    for group, lack in ood_sets.missing_sources().items():
+        print(f"  incomplete: {group}: {lack}")
+    for group, pictures in groups.items():
         results[group] = run(clf, pictures)
     report(clf, results, f"lesions ({args.split})", data.splits["val"], args.retain)
     cost(clf, lesions.images[:256])

@@ -202,6 +202,19 @@ def _shapes(rng) -> Image.Image:
 
 
 def build(seed: int = 0) -> dict[str, list[Image.Image]]:
-    """group -> its pictures (Pillow RGB, own sizes)."""
+    """group -> its pictures (Pillow RGB, own sizes); a group with none (a source missing) is left out."""
     rng = np.random.default_rng(seed)
-    return {name: globals()[name](rng) for name in GROUPS}
+    groups = {name: globals()[name](rng) for name in GROUPS}
+    return {name: pictures for name, pictures in groups.items() if pictures}
+
+
+def missing_sources() -> dict[str, str]:
+    """group -> what it lacks because a source package is not installed (its figures then cover
+    fewer kinds of picture); empty when every source is there."""
+    if _skimage_dir() is not None:
+        return {}
+    lack = "scikit-image is not installed (pip install -r requirements-dev.txt)"
+    return {"faces_skin": f"{lack}: Grace Hopper only, no astronaut or LFW faces",
+            "medical": f"{lack}: the MRI slice only, no fundus, stained tissue or cells",
+            "natural": f"{lack}: scikit-learn's two photos only",
+            "textures": f"{lack}: left out, no pictures"}

@@ -1,5 +1,6 @@
 """The plot stage: every figure and the model card from evaluate's files, and the real DVC commands."""
 
+import csv
 import json
 import re
 
@@ -9,12 +10,12 @@ from dvclive import Live
 import yaml
 from PIL import Image
 
-from skinsage.evaluate.metrics import confusion, evaluate_predictions
 from skinsage.evaluate.outputs import write_evaluation
 from skinsage.fileio import write_json
 from skinsage.params import load_params
 from skinsage.prepared import PreparedData, Split, count_summary, save_prepared
-from skinsage.report.charts import pixel_size, select_examples
+from skinsage.contracts.evaluation import read_rows
+from skinsage.report.charts import answered_point, pixel_size, select_examples
 from skinsage.contracts.training import best_epoch
 from skinsage.report.render import PLOT_FILES, render_all
 from skinsage.contracts.history import read_history
@@ -24,30 +25,36 @@ DERMA_NAMES = ["actinic keratoses and intraepithelial carcinoma", "basal cell ca
                "vascular lesions"]
 SHAPES = ["circle", "square", "triangle", "cross"]
 PNG_KINDS = ("training_curves", "confusion_matrix", "roc_pr_curves", "reliability_diagram", "test_examples",
-             "gradcam_examples", "referral_roc")
+             "gradcam_examples", "referral_roc", "risk_coverage")
 
 
 def fake_run(root, class_names, dataset, per_class=8, phases=False):
-    """What prepare, train and evaluate leave behind: random images, noisy probabilities that
-    favour the true class, a short history, a random-weight model (for the Grad-CAM figure)."""
-    from tiny_model import save_tiny_model
-    rng = np.random.default_rng(0)
+    """What prepare, train and evaluate leave behind: lesion-like test images and a few noise ones,
+    a tiny random-weight model with train's detector and thresholds, evaluate's real output of it
+    (statuses included), a short history."""
+    from tiny_model import lesion_like, noise, save_tiny_model
+
+    from skinsage.evaluate.scoring import evaluate_split
+    from skinsage.model.model_file import decision_settings, load_model
     n = len(class_names)
     splits = {}
-    for name in ("train", "val", "test"):
+    for i, name in enumerate(("train", "val", "test")):
         labels = np.repeat(np.arange(n), per_class)
-        splits[name] = Split(rng.integers(0, 256, (len(labels), 28, 28, 3), dtype=np.uint8), labels)
+        images = lesion_like(len(labels), 28, seed=10 + i)
+        images[::per_class] = [noise(k, (28, 28, 3)) for k in range(n)]  # one per class: not a lesion
+        splits[name] = Split(images, labels)
     data = PreparedData(class_names, dataset, 28, splits)
     save_prepared(root / "data" / "prepared", data, extra_info={"source": "test"})
     metrics_dir = root / "metrics"
     write_json(metrics_dir / "data.json", {"splits": count_summary(data)})
-    y = splits["test"].labels
-    logits = rng.normal(size=(len(y), n)) + 1.5 * np.eye(n)[y]
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    test = evaluate_predictions(y, probs, class_names, bootstrap=20, seed=0)
-    val = evaluate_predictions(y, probs, class_names)
-    write_evaluation(metrics_dir, test, val, confusion(y, probs.argmax(1), class_names), y, probs,
-                     class_names)
+    save_tiny_model(root / "models" / "model.keras", classes=class_names, size=28)
+    model, metadata = load_model(root / "models" / "model.keras")
+    run = {"tta": "none", "temperature": 1.0, "decision": decision_settings(metadata)}
+    test, matrix, probs = evaluate_split(model, splits["test"], class_names, 32, bootstrap=20, seed=0, **run)
+    val, _, _ = evaluate_split(model, splits["val"], class_names, 32, **run)
+    val.pop("per_image")
+    write_evaluation(metrics_dir, test, val, matrix, splits["test"].labels, probs, class_names,
+                     per_image=test.pop("per_image"))
     with Live(str(root / "dvclive"), dvcyaml=None, save_dvc_exp=False) as live:  # as `train` logs
         for epoch in range(1, 7):
             live.log_metric("phase", ("head" if epoch <= 3 else "fine_tune") if phases else "train")
@@ -56,7 +63,6 @@ def fake_run(root, class_names, dataset, per_class=8, phases=False):
                 live.log_metric(name, value)
             live.next_step()
     write_json(metrics_dir / "train_full.json", {"epochs_run": 6, "best_epoch": 5, "stopped_early": False})
-    save_tiny_model(root / "models" / "model.keras", classes=class_names, size=28)
     return load_params("params.yaml", {"evaluate.bootstrap": 20})
 
 
@@ -88,10 +94,39 @@ def test_plot_stage_writes_every_figure_at_its_size_and_the_model_card(tmp_path,
     assert f"| Accuracy | {evaluation['accuracy']:.3f} | {ci['low']:.3f} – {ci['high']:.3f} |" in card
     assert all(name.replace("_", " ") in card for name in class_names)
     assert "`train.learning_rate`" in card and "`evaluate.bootstrap` | `20`" in card
+    _assert_status_section(card, evaluation, tmp_path / "metrics" / "predictions.csv",
+                           read_rows(tmp_path / "metrics" / "risk_coverage.csv"))
     if len(class_names) == 7:
         assert "HAM10000" in card and "CC BY-NC 4.0" in card and "Dermatoscopic images only" in card
     else:
         assert "generated shapes, not skin images" in card and "HAM10000" not in card
+
+
+def _assert_status_section(card: str, evaluation: dict, predictions_csv, curve: list[dict]) -> None:
+    """The card shows evaluate's status figures, which are those of predictions.csv's statuses; the
+    figure's marked point answers exactly the test images at or above the uncertain threshold."""
+    with open(predictions_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    status = np.array([row["status"] for row in rows])
+    correct = np.array([row["actual"] == row["predicted"] for row in rows])
+    confidence = np.array([float(row["confidence"]) for row in rows])
+    assert set(status) == {"ok", "uncertain", "out_of_distribution"}  # lesion-like, less sure, and noise
+    assert "## Knowing when not to answer" in card
+    for name in ("ok", "uncertain", "out_of_distribution"):
+        assert evaluation[f"share_{name}"] == pytest.approx(np.mean(status == name))
+        assert re.search(rf"\| share `{name}` [^|]* \| {np.mean(status == name):.3f} \| ", card), name
+    assert evaluation["accuracy_ok"] == pytest.approx(correct[status == "ok"].mean())
+    assert f"| accuracy on the `ok` images | {correct[status == 'ok'].mean():.3f} |" in card
+    assert f"| accuracy on all images | {correct.mean():.3f} |" in card
+    assert f"| {evaluation['aurc']:.4f} |" in card
+    ood, uncertain = evaluation["decision"]["ood"], evaluation["decision"]["uncertain"]
+    assert f"**{ood['threshold']:.4g}**" in card and f"keeps {ood['retain']:.0%} of the validation" in card
+    assert f"**{uncertain['threshold']:.4f}**" in card and f"answers {uncertain['coverage']:.0%}" in card
+    point = answered_point(curve, uncertain["threshold"])
+    answered = confidence >= uncertain["threshold"]
+    assert point["coverage"] == pytest.approx(answered.mean())
+    assert point["accuracy"] == pytest.approx(correct[answered].mean(), abs=1e-6)
+    assert curve[-1]["coverage"] == 1 and curve[-1]["accuracy"] == pytest.approx(correct.mean(), abs=1e-6)
 
 
 def test_dvclive_history_is_read_with_its_phases(tmp_path):
@@ -168,8 +203,9 @@ def test_dvc_exp_show_leads_with_the_model_and_accuracy_in_few_columns(repro):
     header = dvc(repro, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     params_start = next(i for i, column in enumerate(header) if column in ("seed", "model", "params.yaml:model"))
     metrics = header[header.index("parent") + 1:params_start]
-    # 25, plus the referral sensitivity and specificity of test and val (#26)
-    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 29, metrics
+    # 25, plus the referral sensitivity and specificity (#26) and share_ok and accuracy_ok (#25) of test and val
+    assert metrics[:3] == ["model_type", "accuracy", "balanced_accuracy"] and len(metrics) <= 33, metrics
+    assert {"share_ok", "accuracy_ok"} <= set(metrics)
     assert not any(column.startswith(("splits.", "duplicates.", "num_classes", "synthetic_")) for column in header)
     # In a terminal `dvc exp show` pages the whole table through `less -RS`: the first screen is
     # its left 80 columns. Rendered that wide here, they must name the run, the model and accuracy.

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from skinsage.model.architectures import RESNET50_WEIGHTS_FILE, ModelError, build_resnet50
-from skinsage.model.model_file import load_model, save_model
+from skinsage.model.decision import OK, OUT_OF_DISTRIBUTION, STATUSES, statuses
+from skinsage.model.inference import predict_outputs
+from skinsage.model.model_file import decision_settings, inference_settings, load_model, save_model
+from skinsage.model.ood import OOD_OUTPUT
 from skinsage.params import RESNET50_BLOCKS, load_params
 from skinsage.prepared import PreparedData, Split
 from skinsage.train import resnet50 as transfer
@@ -136,8 +139,23 @@ def test_head_trained_on_cached_features_equals_the_saved_full_model(tmp_path, m
     loaded, metadata = load_model(tmp_path / "model.keras")
     assert metadata["model"] == "resnet50" and metadata["image_size"] == SIZE
     on_features = seen["head"].predict(seen["features"]["val"], verbose=0)
-    full = loaded.predict(data.splits["val"].images, verbose=0)
+    full, _ = loaded.predict(data.splits["val"].images, verbose=0)  # and the detector's ood_score
     assert np.max(np.abs(full - on_features)) < 1e-5
+
+    # the out-of-distribution detector, fitted by `train` on the residual stages, recorded and applied
+    decision = decision_settings(metadata)
+    assert decision["ood"]["method"] == "feature_stats" and decision["ood"]["retain"] == 0.95
+    assert np.isfinite(decision["ood"]["threshold"]) and decision["uncertain"]["coverage"] == 0.9
+    probs, ood_scores = predict_outputs(loaded, data.splits["val"], 8, **inference_settings(metadata))
+    # retain 0.95 of 9 validation images: all, so the threshold is their highest score (the saved
+    # model's float32 arithmetic may differ in the last digits)
+    assert np.max(ood_scores) == pytest.approx(decision["ood"]["threshold"], rel=1e-4)
+    status = statuses(probs, ood_scores, decision)
+    assert set(status) <= set(STATUSES) and status.count(OK) >= 1
+    far = np.full((2, SIZE, SIZE, 3), 255, np.uint8)  # blank white squares, unlike the training noise
+    _, far_scores = predict_outputs(loaded, far, 8, **inference_settings(metadata))
+    assert np.all(far_scores > np.max(ood_scores))
+    assert statuses(probs[:2], far_scores, decision) == [OUT_OF_DISTRIBUTION] * 2
 
 
 def test_fine_tuning_trains_top_convs_only_and_keeps_batchnorm_statistics(monkeypatch):
@@ -150,10 +168,11 @@ def test_fine_tuning_trains_top_convs_only_and_keeps_batchnorm_statistics(monkey
     assert [(row["epoch"], row["phase"]) for row in history] == [(1, "head"), (2, "fine_tune"), (3, "fine_tune")]
     assert summary["head_epochs_run"] == 1 and summary["fine_tune_epochs_run"] == 2
     assert summary["epochs_run"] == 3
-    changed = {layer.name for layer in model.layers if layer.weights and not all(
+    changed = {layer.name for layer in model.layers if layer.weights and layer.name != OOD_OUTPUT and not all(
         np.array_equal(a, b) for a, b in zip(layer.get_weights(), before.get_layer(layer.name).get_weights()))}
     assert changed == {"conv5_block3_1_conv", "conv5_block3_2_conv", "conv5_block3_3_conv",
                        "head_dense", "probabilities"}  # BatchNorm moving statistics untouched
+    assert model.get_layer(OOD_OUTPUT).weights  # the detector, fitted after training (not trained)
     assert getattr(model, "optimizer", None) is None  # saved without Adam's state
 
 
@@ -168,7 +187,7 @@ def test_fine_tuning_that_does_not_help_keeps_the_head_phase_weights(monkeypatch
     assert not fine_tune_loss <= min(row["val_loss"] for row in history[:-1])  # worse, or NaN
     assert summary["best_phase"] == "head" and summary["best_epoch"] <= 2
     on_features = seen["head"].predict(seen["features"]["val"], verbose=0)
-    assert np.max(np.abs(model.predict(data.splits["val"].images, verbose=0) - on_features)) < 1e-5
+    assert np.max(np.abs(model.predict(data.splits["val"].images, verbose=0)[0] - on_features)) < 1e-5
 
 
 def test_augmentation_turns_feature_caching_off_and_says_so(capsys):

@@ -3,6 +3,7 @@ and one real `dvc exp run` of the ResNet50 path."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -252,7 +253,18 @@ def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
     model, metadata = load_model(project / "models" / "model.keras")
     assert {"classes", "image_size", "model", "dataset", "params_hash", "params", "train_summary"} <= set(metadata)
     assert metadata["model"] == "resnet50" and metadata["image_size"] == 32 and len(metadata["classes"]) == 4
-    assert model.input.shape == (None, 32, 32, 3) and model.output.shape == (None, 4)
+    assert model.input.shape == (None, 32, 32, 3)
+    # the class probabilities and the out-of-distribution detector's ood_score, fitted by `train`
+    assert [tuple(t.shape) for t in model.outputs] == [(None, 4), (None,)]
+    ood = metadata["inference"]["ood"]
+    assert ood["method"] == "feature_stats" and ood["retain"] == 0.95 and ood["threshold"] > 0
+    full = json.loads((project / "metrics" / "eval_full.json").read_text())
+    assert full["decision"]["ood"] == ood and full["share_ok"] + full["share_uncertain"] + \
+        full["share_out_of_distribution"] == pytest.approx(1)
+    with open(project / "metrics" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["status"] for row in rows} <= {"ok", "uncertain", "out_of_distribution"}
+    assert all(row["ood_score"] != "" for row in rows)
 
 
 # --- the seed-robust recipe: weight averaging, temperature (issue #19) -------------------------

@@ -19,7 +19,10 @@ back by `plot` (and `skinsage evaluate --out` writes the same JSON shapes):
 
 With a referral recorded in the model (model/referral.py), eval.json adds REFERRAL_HEADLINE_KEYS,
 eval_full.json "referral" (and "subgroups" when the test split has clinical metadata), and
-predictions.csv the `refer` and `refer_probability` of each image.
+predictions.csv the `refer` and `refer_probability` of each image. Each image's status
+(model/decision.py) adds to eval_full.json the shares `share_ok` / `share_uncertain` /
+`share_out_of_distribution`, `accuracy_ok`, `aurc` and "decision" (the thresholds applied:
+{"ood": {"method", "retain", "threshold", ...} | null, "uncertain": {"coverage", "threshold"} | null}).
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ def evaluate_split(model, split: Split, class_names: list[str], batch_size: int,
     split's clinical data. `referral` (the model file's record) adds "referral" (referral.py) and
     the headline "referral_sensitivity" / "referral_specificity"; `subgroups` adds "subgroups"
     (subgroups.py) when the split has clinical data. `decision` (model_file.decision_settings) adds
-    the status shares (ok / uncertain / out_of_distribution), the accuracy on ok, AURC, and
-    "per_image" (each image's status and ood_score, for predictions.csv).
+    the status shares (ok / uncertain / out_of_distribution), the accuracy on ok, AURC, the
+    thresholds it applied ("decision", as recorded in the model file) and "per_image" (each image's
+    status and ood_score, for predictions.csv).
     """
     # either store, batch by batch; a model with clinical inputs gets the split's clinical data
     probs, scores = predict_outputs(model, split, batch_size, tta, temperature, clinical=split.clinical)
@@ -58,6 +59,7 @@ def _status_summary(labels: np.ndarray, probs: np.ndarray, scores, decision: dic
                for name in STATUSES}
     summary["accuracy_ok"] = float(np.mean(correct[ok])) if ok.any() else float("nan")
     summary["aurc"] = risk_coverage_rows(labels, probs)[1]
+    summary["decision"] = decision  # the model card shows the thresholds beside the shares they gave
     return {**summary, "per_image": {"status": status.tolist(),
                                      "ood_score": None if scores is None else scores.tolist()}}
 

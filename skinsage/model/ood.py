@@ -83,10 +83,11 @@ def functional(model) -> keras.Model:
     """The model as a functional graph whose layers are each called once, so `layer.output` is the
     tensor the detector joins. A Sequential CNN (or a functional wrapper over its graph, as
     logit_adjustment makes: its layers keep the Sequential's calls) is a chain of layers: rebuilt as
-    fresh copies with the same weights. Other functional models (ResNet50, clinical inputs) as they are."""
+    fresh copies with the same weights. Other functional models (ResNet50, whose head layers were
+    also called on cached features; clinical inputs) as they are: stage_tensors walks their own graph."""
     single = all(len(layer._inbound_nodes) <= 1 for layer in model.layers)
-    if (not isinstance(model, keras.Sequential) and single) or len(model.inputs) > 1:
-        return model  # a model with clinical inputs: its own graph (stage_tensors walks it)
+    if not isinstance(model, keras.Sequential) and (single or len(model.inputs) > 1 or not _is_chain(model)):
+        return model
     (original,) = model.inputs
     inputs = keras.Input(original.shape[1:], dtype=original.dtype, name="image")
     x = inputs
@@ -97,6 +98,12 @@ def functional(model) -> keras.Model:
         x = copy(x)
         copy.set_weights(layer.get_weights())
     return keras.Model(inputs, x, name=model.name)
+
+
+def _is_chain(model) -> bool:
+    """Whether every layer of the model's own graph takes one tensor (no residual or merge layer)."""
+    return all(len(layer._inbound_nodes[tensor._keras_history[1]].input_tensors) <= 1
+               for layer, tensor in _graph_tensors(model))
 
 
 def stage_tensors(model, stages: int) -> list:

@@ -37,6 +37,7 @@ def figure_size(kind: str, num_classes: int) -> tuple[float, float]:
         "test_examples": (GRID_COLUMNS * 1.9 + 2.2, num_classes * 2.2 + 1.0),
         "gradcam_examples": (4 * 2.1 + 2.6, num_classes * 2.3 + 1.6),
         "referral_roc": (7.0, 7.0),
+        "risk_coverage": (7.0, 7.5),
     }[kind]
 
 
@@ -304,5 +305,47 @@ def plot_referral_roc(rows: list[dict], referral: dict | None, path: str | Path,
                xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=9)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def answered_point(rows: list[dict], threshold: float) -> dict | None:
+    """The risk-coverage row of answering the images whose top probability is >= `threshold` (those
+    model/decision.py does not call uncertain); None when it answers none."""
+    answered = [row for row in rows if row["threshold"] >= threshold]
+    return max(answered, key=lambda row: row["coverage"]) if answered else None
+
+
+def plot_risk_coverage(rows: list[dict], evaluation: dict, path: str | Path, title: str) -> None:
+    """Accuracy on the test images answered against the share answered (most confident first), the
+    recorded uncertain threshold and the images whose status is ok marked."""
+    fig = _figure("risk_coverage")
+    ax = fig.subplots()
+    if not rows:
+        ax.text(0.5, 0.5, "no test images", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        ax.set_title(title)
+        _save(fig, path)
+        return
+    ax.plot([r["coverage"] for r in rows], [r["accuracy"] for r in rows], color=OKABE_ITO[0], linewidth=2,
+            label=f"answering the most confident first\nAURC {format_value(evaluation.get('aurc'))} (lower is better)")
+    ax.axhline(rows[-1]["accuracy"], color="#999999", linestyle=":", linewidth=1,
+               label=f"accuracy on all test images {rows[-1]['accuracy']:.3f}")
+    uncertain = (evaluation.get("decision") or {}).get("uncertain")
+    point = answered_point(rows, uncertain["threshold"]) if uncertain else None
+    if point is not None:
+        ax.plot([point["coverage"]], [point["accuracy"]], marker="o", markersize=11, color=ERROR_COLOUR,
+                linestyle="none", label=(f"uncertain below top probability {uncertain['threshold']:.3f}\n"
+                                         f"(answers {uncertain['coverage']:.0%} of validation): test "
+                                         f"{point['coverage']:.3f} answered, accuracy {point['accuracy']:.3f}"))
+    if evaluation.get("share_ok") and evaluation.get("accuracy_ok") is not None:
+        ax.plot([evaluation["share_ok"]], [evaluation["accuracy_ok"]], marker="s", markersize=9,
+                color=OKABE_ITO[2], linestyle="none",
+                label=(f"status ok (neither uncertain nor out_of_distribution):\n"
+                       f"{evaluation['share_ok']:.3f} answered, accuracy {evaluation['accuracy_ok']:.3f}"))
+    ax.set(xlabel="share of test images answered (coverage)", ylabel="accuracy on the images answered",
+           xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", fontsize=9, frameon=False)  # never over the curve
     ax.set_title(title)
     _save(fig, path)

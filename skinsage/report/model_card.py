@@ -16,13 +16,16 @@ FIGURES = (("training_curves.png", "Training curves (loss and accuracy per epoch
            ("test_examples.png", "Test images with true and predicted classes"),
            ("gradcam_examples.png", "Grad-CAM: where the model found evidence for its answer, per class "
                                     "a correct and the most confident wrong test image"),
-           ("referral_roc.png", "ROC of P(refer) on the test split, the operating point chosen on validation marked"))
+           ("referral_roc.png", "ROC of P(refer) on the test split, the operating point chosen on validation marked"),
+           ("risk_coverage.png", "Risk-coverage on the test split: accuracy on the images answered against the "
+                                 "share answered, the uncertain threshold chosen on validation marked"))
 def model_card(*, params: Params, labels: dict, data: dict, train: dict, evaluation: dict,
                per_class: dict) -> str:
     """Markdown from the pipeline's outputs: labels.json, metrics/{data,train,eval,per_class}.json."""
     sections = [_header(params, labels), _data_section(labels, data), _model_section(params, train),
                 _results_section(evaluation, per_class, data, params.evaluate.bootstrap),
-                _referral_section(evaluation), _subgroup_section(evaluation), _figures_section(),
+                _status_section(evaluation), _referral_section(evaluation), _subgroup_section(evaluation),
+                _figures_section(),
                 _use_and_limits(labels)]
     return "\n\n".join(sections) + "\n"
 
@@ -109,6 +112,42 @@ def _results_section(evaluation: dict, per_class: dict, data: dict, bootstrap: i
             + _calibration_note(evaluation)
             + "\n\nPer class on the test split (one class vs the rest):\n\n"
             + _table(["class", *PER_CLASS_LABELS.values()], class_rows))
+
+
+STATUS_ROWS = (("share_ok", "share `ok` (answered)"),
+               ("share_uncertain", "share `uncertain` (top probability below its threshold)"),
+               ("share_out_of_distribution", "share `out_of_distribution` (`ood_score` above its threshold)"))
+
+
+def _status_section(evaluation: dict) -> str:
+    """Each test image's `status` (model/decision.py): shares, accuracy on `ok`, AURC, thresholds."""
+    if "share_ok" not in evaluation:
+        return ("## Knowing when not to answer\n\nNot available: this evaluation has no status per "
+                "image (an evaluation from before it existed).")
+    val = evaluation.get("val") or {}
+    rows = [[label, format_value(evaluation.get(key)), format_value(val.get(key))] for key, label in STATUS_ROWS]
+    rows += [["accuracy on the `ok` images", format_value(evaluation.get("accuracy_ok")),
+              format_value(val.get("accuracy_ok"))],
+             ["accuracy on all images", format_value(evaluation.get("accuracy")), format_value(val.get("accuracy"))],
+             ["AURC (area under risk-coverage, lower is better)", format_value(evaluation.get("aurc"), 4),
+              format_value(val.get("aurc"), 4)]]
+    decision = evaluation.get("decision") or {}
+    ood, uncertain = decision.get("ood"), decision.get("uncertain")
+    ood_text = (f"`out_of_distribution` when `ood_score` > **{ood['threshold']:.4g}**, the threshold that keeps "
+                f"{ood['retain']:.0%} of the validation lesions (method `{ood['method']}`, `train.ood`)"
+                if ood else "no out-of-distribution detector (`train.ood.method: none`): `ood_score` is empty "
+                            "and no image is `out_of_distribution`")
+    uncertain_text = (f"`uncertain` when the top probability < **{uncertain['threshold']:.4f}**, the threshold "
+                      f"that answers {uncertain['coverage']:.0%} of the validation images the detector keeps "
+                      "(`train.uncertain.coverage`)" if uncertain else
+                      "no uncertain band (`train.uncertain.coverage: null`)")
+    return ("## Knowing when not to answer\n\n"
+            f"Every prediction carries a `status`: {ood_text}; else {uncertain_text}; else `ok`. Both "
+            "thresholds were chosen on validation by `train` and are recorded in the model file; every "
+            "prediction (`skinsage predict`, the web page, `evaluate`, exported files) applies them. "
+            "Shares of the images:\n\n"
+            + _table(["status / figure", "test", "validation"], rows)
+            + "\n\nrisk_coverage.png shows the accuracy on the most confident images for every share answered.")
 
 
 def _referral_section(evaluation: dict) -> str:

@@ -5,21 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..contracts.evaluation import (CALIBRATION_BEFORE_FILE, CALIBRATION_FILE, CONFUSION_FILE, EVAL_FULL_FILE,
-                                    PER_CLASS_FILE, PR_FILE, PREDICTIONS_FILE, REFERRAL_ROC_FILE, ROC_FILE,
-                                    read_predictions, read_rows)
+                                    PER_CLASS_FILE, PR_FILE, PREDICTIONS_FILE, REFERRAL_ROC_FILE,
+                                    RISK_COVERAGE_FILE, ROC_FILE, read_predictions, read_rows)
 from ..contracts.history import LIVE_DIR, read_history
 from ..contracts.training import TRAIN_FULL_FILE, best_epoch
 from ..fileio import read_json, write_text
 from ..params import Params
 from ..prepared import load_labels, load_split
 from .charts import (plot_confusion_matrix, plot_gradcam_examples, plot_prediction_grid,
-                     plot_referral_roc, plot_reliability_diagram, plot_roc_pr_curves, plot_training_curves)
+                     plot_referral_roc, plot_reliability_diagram, plot_risk_coverage, plot_roc_pr_curves,
+                     plot_training_curves)
 from .explanations import explain_examples, select_gradcam_examples
 from .model_card import model_card
 
 PLOT_FILES = ("training_curves.png", "confusion_matrix.png", "roc_pr_curves.png",
               "reliability_diagram.png", "test_examples.png", "gradcam_examples.png", "referral_roc.png",
-              "report.md")
+              "risk_coverage.png", "report.md")
 
 
 def _before_temperature(metrics: Path, evaluation: dict) -> tuple[list[dict], float, float] | None:
@@ -51,6 +52,8 @@ def render_all(params: Params, prepared_dir: str | Path = "data/prepared",
                              f"Test calibration: {name}", before=_before_temperature(metrics, evaluation))
     plot_referral_roc(read_rows(metrics / REFERRAL_ROC_FILE), evaluation.get("referral"),
                       out / "referral_roc.png", f"Test referral ROC: {name}")
+    plot_risk_coverage(read_rows(metrics / RISK_COVERAGE_FILE), evaluation, out / "risk_coverage.png",
+                       f"Test risk-coverage: {name}")
     test_images = load_split(prepared, "test").in_memory().images
     predictions = read_predictions(metrics / PREDICTIONS_FILE)
     plot_prediction_grid(test_images, predictions, matrix["classes"], out / "test_examples.png",
