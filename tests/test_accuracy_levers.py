@@ -146,8 +146,10 @@ def tiny_data() -> PreparedData:
     return PreparedData(["light", "dark"], "generated", 16, {"train": split(40, 8), "val": split(10, 4)})
 
 
+# No out-of-distribution detector: these tests look at the probabilities output and the layer order
+# (the detector adds a second output; test_export, test_plots, test_resnet50 and test_web_app cover it)
 TINY_CNN = {"model": "cnn", "models.cnn.image_size": 16, "models.cnn.filters": [4], "models.cnn.dense_units": 8,
-            "train.epochs": 2, "train.batch_size": 16}
+            "train.epochs": 2, "train.batch_size": 16, "train.ood.method": "none"}
 
 
 def test_auto_tau_is_chosen_on_validation_and_saved_inside_the_model(tmp_path):

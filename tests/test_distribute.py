@@ -82,6 +82,7 @@ def test_mixed_precision_model_saves_loads_and_predicts_float32_on_cpu(tmp_path)
     loaded, _ = load_model(tmp_path / "model.keras")
     images = data.splits["val"].images
     raw = loaded.predict_on_batch(images)
+    raw = raw[0] if isinstance(raw, list) else raw  # [probabilities, ood_score] with the detector
     assert raw.dtype == np.float32
     assert loaded.get_layer("probabilities").dtype_policy.name == "float32"
     probs = predict_probabilities(loaded, images, 8)

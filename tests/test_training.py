@@ -106,7 +106,8 @@ def test_cnn_gets_class_weights_and_augmentation_when_asked(monkeypatch, capsys)
     assert set(weighted) == set(plain) == {"epochs_run", "best_epoch", "stopped_early", "best_val_loss",
                                            "best_val_accuracy", "train_seconds",  # the CNN's summary
                                            "temperature", "val_loss_before_temperature",
-                                           "val_loss_after_temperature"}  # train.temperature: auto
+                                           "val_loss_after_temperature",  # train.temperature: auto
+                                           "decision"}  # train.ood / train.uncertain thresholds
 
 
 # --- augmentation ----------------------------------------------------------------------------
@@ -270,7 +271,8 @@ def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
 # --- the seed-robust recipe: weight averaging, temperature (issue #19) -------------------------
 
 def _val_loss(model, split: Split) -> float:
-    probs = np.asarray(model.predict_on_batch(split.images), dtype=np.float64)
+    outputs = model.predict_on_batch(split.images)  # [probabilities, ood_score] with the detector
+    probs = np.asarray(outputs[0] if isinstance(outputs, list) else outputs, dtype=np.float64)
     return float(-np.mean(np.log(probs[np.arange(len(split.labels)), split.labels])))
 
 
