@@ -46,7 +46,7 @@ def stand_in_medmnist(folder, url: str, md5: str):
     (package / "__init__.py").write_text("")
     (package / "info.py").write_text(textwrap.dedent(f"""\
         INFO = {{"dermamnist": {{"url": {url!r}, "MD5": {md5!r},
-                                "label": {{"0": "lesion a", "1": "lesion b", "2": "lesion c"}}}}}}
+                                "label": {{"0": "melanoma", "1": "melanocytic nevi", "2": "vascular lesions"}}}}}}
         """))
     return folder
 
@@ -89,7 +89,7 @@ def test_demo_trains_on_real_dermamnist_when_it_is_reachable(tmp_path):
     assert "demo: real DermaMNIST images" in result.stderr
     assert (project / "data" / "downloads" / "dermamnist.npz").read_bytes() == payload  # in DVC's cache
     labels = (project / "data" / "prepared" / "labels.json").read_text()
-    assert "MedMNIST dermamnist (28 px, official split)" in labels and "lesion b" in labels
+    assert "MedMNIST dermamnist (28 px, official split)" in labels and "melanocytic nevi" in labels
 
 
 def test_demo_falls_back_to_generated_shapes_in_one_line_when_offline(tmp_path):

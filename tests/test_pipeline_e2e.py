@@ -119,7 +119,9 @@ def test_skinsage_predict_gives_the_probabilities_in_predictions_csv(project, tm
         for name, p in expected.items():
             assert prediction["probabilities"][name] == pytest.approx(p, abs=1e-6)
         assert prediction["label"] == row["predicted"]
-        assert prediction["refer"] == (row["refer"] == "true")  # the same decision as evaluate's
+        # the same decisions as evaluate's (refer empty = no advice: an out-of-distribution image)
+        assert prediction["status"] == row["status"]
+        assert prediction["refer"] == {"true": True, "false": False, "": None}[row["refer"]]
         assert prediction["refer_probability"] == pytest.approx(float(row["refer_probability"]), abs=1e-6)
 
 

@@ -258,7 +258,8 @@ def test_dvc_exp_run_trains_resnet50_at_32px(tmp_path):
     # the class probabilities and the out-of-distribution detector's ood_score, fitted by `train`
     assert [tuple(t.shape) for t in model.outputs] == [(None, 4), (None,)]
     ood = metadata["inference"]["ood"]
-    assert ood["method"] == "feature_stats" and ood["retain"] == 0.95 and ood["threshold"] > 0
+    retain = load_params(ROOT / "params.yaml").train.ood.retain
+    assert ood["method"] == "feature_stats" and ood["retain"] == retain and ood["threshold"] > 0
     full = json.loads((project / "metrics" / "eval_full.json").read_text())
     assert full["decision"]["ood"] == ood and full["share_ok"] + full["share_uncertain"] + \
         full["share_out_of_distribution"] == pytest.approx(1)
