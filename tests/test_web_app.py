@@ -345,3 +345,10 @@ def test_a_client_too_slow_to_send_its_upload_is_cut_off(server, monkeypatch):
                       "Content-Type: multipart/form-data; boundary=x\r\n\r\n").encode() + part)
         answer = sock.recv(4096)  # and nothing more is sent
     assert b" 408 " in answer.split(b"\r\n")[0] and time.monotonic() - start < 5, answer[:80]
+
+
+def test_upload_limits_read_as_people_read_them():
+    from skinsage.app.server import size_text
+
+    assert size_text(20 * 2**20) == "20 MB" and size_text(3 * 2**19) == "1.5 MB"
+    assert size_text(100_000) == "97 KB" and size_text(10) == "1 KB"  # never "0 MB"

@@ -119,13 +119,18 @@ def _same_origin(origin: str, host: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.netloc == host
 
 
+def size_text(n_bytes: int) -> str:
+    """20 MB, 512 KB: a limit as people read it (never "0 MB" for a limit under a megabyte)."""
+    return f"{n_bytes / 2**20:g} MB" if n_bytes >= 2**20 else f"{max(n_bytes // 1024, 1)} KB"
+
+
 async def _read_upload(request, limit: int) -> tuple[str, bytes]:
     """(file name, bytes) of the multipart field `file`, read as a stream: refused on a declared
     Content-Length over the limit before any byte is read, and as soon as the stream passes it;
     never spooled to disk. A client slower than BODY_SECONDS is cut off."""
     from python_multipart.multipart import MultipartParser, parse_options_header
 
-    too_large = f"the upload is larger than {limit // (1024 * 1024)} MB; upload a smaller photo"
+    too_large = f"the upload is larger than {size_text(limit)}; upload a smaller photo"
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit + FORM_OVERHEAD):
         raise UploadError(413, too_large)
@@ -252,7 +257,7 @@ def render_page(clf: Classifier, max_upload_bytes: int) -> str:
              "test metrics": _metrics_text(metrics)}
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (PAGE.read_text(encoding="utf-8").replace("{{MODEL_FACTS}}", rows)
-            .replace("{{MAX_MB}}", str(max_upload_bytes // (1024 * 1024))))
+            .replace("{{MAX_SIZE}}", size_text(max_upload_bytes)))
 
 
 def _referral_text(clf: Classifier) -> str:
