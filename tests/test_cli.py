@@ -176,8 +176,12 @@ def test_info(capsys, model_path, clf):
     assert all(f"  {i}  {name}" in out for i, name in enumerate(CLASSES))
     assert f'models.cnn: {{"image_size": {SIZE}, "color_constancy": "none", "filters": [4, 8]' in out
     assert "test metrics: not recorded" in out
+    ood, uncertain = clf.decision["ood"], clf.decision["uncertain"]  # the thresholds behind `status`
+    assert (f"refuses:      out_of_distribution when ood_score > {ood['threshold']:.4g} (keeps 97% of validation "
+            f"lesions); uncertain when the top probability < {uncertain['threshold']:.3f} (answers 90%") in out
     code, out, _ = run(capsys, "info", "--model", model_path, "--format", "json")
     info = json.loads(out)
+    assert info["decision"] == clf.decision
     assert info["classes"] == CLASSES and info["image_size"] == SIZE and info["model"] == "cnn"
     assert info["train_summary"]["epochs_run"] == 1 and info["test_metrics"] is None
 

@@ -284,6 +284,20 @@ BAD_METADATA = {
     "model a list": (lambda clf: metadata_with(clf, model=["cnn"]), "'model' must be a string, got list"),
     "duplicate classes": (lambda clf: metadata_with(clf, classes=["nevus", "melanoma", "nevus"]),
                           "duplicate class name(s): nevus"),
+    "referral threshold above 1": (
+        lambda clf: metadata_with(clf, referral={"classes": clf.classes[:1], "threshold": 1.5}),
+        "records referral.threshold 1.5; expected a number in 0..1"),
+    "referral class unknown": (lambda clf: metadata_with(clf, referral={"classes": ["mole"], "threshold": 0.5}),
+                               "(classes ['mole']); expected a non-empty list of the model's classes"),
+    "ood threshold a string": (
+        lambda clf: metadata_with(clf, inference={**clf.metadata.get("inference", {}), "ood": {"threshold": "high"}}),
+        "records inference.ood.threshold 'high'; expected a number"),
+    "uncertain a bare number": (
+        lambda clf: metadata_with(clf, inference={**clf.metadata.get("inference", {}), "uncertain": 0.5}),
+        "records inference.uncertain 0.5; expected an object with a numeric 'threshold'"),
+    "temperature infinite": (
+        lambda clf: metadata_with(clf, inference={**clf.metadata.get("inference", {}), "temperature": 1e999}),
+        "records temperature inf; expected a positive number"),
     "huge": (lambda clf: metadata_with(clf, padding="x" * (2 << 20)),
              "its SkinSage metadata is 2.0 MiB, more than the 1 MiB allowed"),
 }

@@ -185,12 +185,13 @@ class Classifier:
             raise PredictError(f"unknown class {class_name!r}; the model's classes: "
                                f"{', '.join(self.classes)}")
         array = self.input_array(source, max_pixels)
-        target = None if class_name is None else self.classes.index(class_name)
-        result = self.grad_cam.explain(array[None], class_indices=target, tta=self.tta,
-                                       temperature=self.temperature)
+        grad_cam = self.grad_cam  # refuses a model it cannot explain before any inference
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else None
-        # the status and ood_score from the inference path (Grad-CAM's own pass has no detector)
+        # one inference pass: the prediction (status, ood_score, refer) and the class to explain
         prediction = self._predict_arrays([array], [source_name], top_k, BATCH_SIZE)[0]
+        target = self.classes.index(class_name or prediction.label)
+        result = grad_cam.explain(array[None], class_indices=target, tta=self.tta,
+                                  probabilities=np.array([[prediction.probabilities[c] for c in self.classes]]))
         photo = self._photo(source, max_side, max_pixels)
         return Explanation(prediction=prediction, explained=self.classes[result.class_indices[0]],
                            heatmap=result.maps[0], layer=result.layer, photo=photo,
@@ -339,15 +340,16 @@ class Classifier:
         if not arrays:
             return []
         probs, scores, status = self.outputs(np.stack(arrays), batch_size, columns)
-        return [self._result(row, source, top_k, status[i], None if scores is None else float(scores[i]))
-                for i, (row, source) in enumerate(zip(probs, sources))]
+        # an out-of-distribution image gets no referral advice (refer None), never "no referral"
+        refer, refer_probability = decide(probs, self.classes, self.referral, status)
+        return [self._result(probs[i], sources[i], top_k, status[i], None if scores is None else float(scores[i]),
+                             refer[i], refer_probability[i])
+                for i in range(len(probs))]
 
-    def _result(self, row: np.ndarray, source: str | None, top_k: int, status: str = "ok",
-                ood_score: float | None = None) -> Prediction:
+    def _result(self, row: np.ndarray, source: str | None, top_k: int, status: str, ood_score: float | None,
+                refer: bool | None, refer_probability: float | None) -> Prediction:
         order = np.argsort(-row, kind="stable")[:top_k]  # ties keep the class order
         ranked = [(self.classes[i], float(row[i])) for i in order]
-        # an out-of-distribution image gets no referral advice (refer None), never "no referral"
-        (refer,), (refer_probability,) = decide(row[None], self.classes, self.referral, [status])
         return Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked,
                           probabilities={name: float(p) for name, p in zip(self.classes, row)},
                           image_size=self.image_size, source=source, status=status, ood_score=ood_score,

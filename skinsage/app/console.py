@@ -99,6 +99,7 @@ def info_text(info: dict) -> str:
                                  f"{info['referral']['threshold']:.4f} (target sensitivity "
                                  f"{info['referral'].get('target_sensitivity')}, chosen on validation)"
                                  if info.get("referral") else "none recorded"),
+             "refuses:      " + _decision_text(info.get("decision") or {}),
              "inputs:       image" + "".join(f" + {field} (column {column})" for field, column
                                              in (info.get("clinical_inputs") or {}).items()),
              f"params hash:  {info['params_hash']}",
@@ -118,6 +119,17 @@ def info_text(info: dict) -> str:
         lines.append("test metrics: not recorded for this file (run `dvc repro`, or "
                      "`skinsage evaluate --model ... --data ...`)")
     return "\n".join(lines)
+
+
+def _decision_text(decision: dict) -> str:
+    """The recorded thresholds behind each prediction's status, as `info` prints them."""
+    ood, uncertain = decision.get("ood"), decision.get("uncertain")
+    parts = [f"out_of_distribution when ood_score > {ood['threshold']:.4g} (keeps {ood.get('retain', 0):.0%} of "
+             "validation lesions)" if ood else "no out-of-distribution detector"]
+    if uncertain:
+        parts.append(f"uncertain when the top probability < {uncertain['threshold']:.3f} (answers "
+                     f"{uncertain.get('coverage', 0):.0%} of validation ok)")
+    return "; ".join(parts)
 
 
 def metrics_text(metrics: dict, indent: str = "") -> str:

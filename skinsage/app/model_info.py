@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ..model.model_file import clinical_record, inference_settings, referral_settings
+from ..model.model_file import clinical_record, decision_settings, inference_settings, referral_settings
 
 EVAL_STAGE, EVAL_FILE = "evaluate", "metrics/eval_full.json"
 
@@ -33,6 +33,7 @@ def model_info(path: str | Path, metadata: dict) -> dict:
         "format": metadata.get("format"),
         **inference_settings(metadata, str(path)),  # tta, temperature
         "referral": referral_settings(metadata, str(path)),  # the operating point train chose; None: none
+        "decision": decision_settings(metadata, str(path)),  # the ood / uncertain thresholds behind `status`
         # clinical inputs beside the image (field -> the training CSV column), {} = image only
         "clinical_inputs": {field: clinical_record(metadata)["columns"].get(field, field)
                             for field in clinical_record(metadata)["inputs"]},

@@ -10,8 +10,6 @@ Classifier); nothing else re-implements it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 OK, UNCERTAIN, OUT_OF_DISTRIBUTION = "ok", "uncertain", "out_of_distribution"
@@ -48,20 +46,3 @@ def fit_thresholds(probs: np.ndarray, ood_scores: np.ndarray | None, retain: flo
         threshold = float(np.quantile(top, 1 - coverage, method="lower")) if coverage < 1 else 0.0
         record["uncertain"] = {"coverage": coverage, "threshold": threshold}
     return record
-
-
-def check_settings(recorded: dict, where: str) -> dict:
-    """{"ood": {...} | None, "uncertain": {...} | None} from a model file's `inference` record,
-    each threshold a finite number; raises ValueError naming the key otherwise."""
-    out = {}
-    for key in ("ood", "uncertain"):
-        section = recorded.get(key)
-        if section is None:
-            out[key] = None
-            continue
-        threshold = section.get("threshold") if isinstance(section, dict) else None
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"{where}: its SkinSage metadata records inference.{key} {section!r}; expected "
-                             "an object with a numeric 'threshold'")
-        out[key] = dict(section)
-    return out

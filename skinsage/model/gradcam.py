@@ -57,11 +57,15 @@ class GradCam:
         self._sub_model, self._logit_layer = _sub_model(model, self.layer, self.name)
 
     def explain(self, images: np.ndarray, class_indices=None, tta: str = "none",
-                batch_size: int = 32, temperature: float = 1.0) -> GradCamResult:
+                batch_size: int = 32, temperature: float = 1.0,
+                probabilities: np.ndarray | None = None) -> GradCamResult:
         """Maps for (N, S, S, 3) uint8 model inputs: for `class_indices` (one per image, or one
         int for all), else for each image's predicted class. `tta` and `temperature` are how the
-        model is run (the probabilities reported; the temperature does not change the maps)."""
-        probs = predict_probabilities(self.model, images, batch_size, tta, temperature)
+        model is run (the probabilities reported; the temperature does not change the maps).
+        `probabilities`: the (N, C) the caller already has from the inference path (then the
+        model is not run a second time for them)."""
+        probs = (predict_probabilities(self.model, images, batch_size, tta, temperature)
+                 if probabilities is None else np.asarray(probabilities))
         if class_indices is None:
             targets = probs.argmax(axis=1)
         else:

@@ -175,6 +175,15 @@ def clinical_record(metadata: dict) -> dict:
             "encoding": dict(record.get("encoding") or {})}
 
 
+def _recorded_number(value, where: str, key: str, expected: str, low: float = -math.inf,
+                     high: float = math.inf) -> float:
+    """A number `train` recorded under `key`, finite and in [low, high]; the one check of them all."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and low <= value <= high):
+        raise ModelFileError(f"{where}: its SkinSage metadata records {key} {value!r}; expected {expected}")
+    return float(value)
+
+
 def inference_settings(metadata: dict, where: str = "model") -> dict:
     """How the model is meant to be run, as `inference.predict_probabilities` keywords:
     {"tta": "none" | "flips", "temperature": T}. Recorded by `train` (TTA from `evaluate.tta`, T
@@ -182,28 +191,44 @@ def inference_settings(metadata: dict, where: str = "model") -> dict:
     recorded = metadata.get("inference") or {}
     tta = recorded.get("tta", ((metadata.get("params") or {}).get("evaluate") or {}).get("tta", "none"))
     check_tta(tta, ModelFileError, f"{where}: the TTA its SkinSage metadata records")
-    temperature = recorded.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0):
-        raise ModelFileError(f"{where}: its SkinSage metadata records temperature {temperature!r}; "
-                             "expected a positive number")
-    return {"tta": tta, "temperature": float(temperature)}
+    temperature = _recorded_number(recorded.get("temperature", 1.0), where, "temperature", "a positive number",
+                                   low=1e-12)
+    return {"tta": tta, "temperature": temperature}
 
 
 def referral_settings(metadata: dict, where: str = "model") -> dict | None:
     """The referral operating point `train` recorded ({"classes", "threshold", "target_sensitivity",
     ...}, model/referral.py), checked against the classes; None for a file without one."""
-    from .referral import RECORD_KEY, check_record
+    from .referral import RECORD_KEY
 
-    return check_record(metadata.get(RECORD_KEY), list(metadata.get("classes") or []), where)
+    record, classes = metadata.get(RECORD_KEY), list(metadata.get("classes") or [])
+    if record is None:
+        return None
+    key = f"a malformed '{RECORD_KEY}' record"
+    if not isinstance(record, dict):
+        raise ModelFileError(f"{where}: its SkinSage metadata records {key} ({type(record).__name__}); "
+                             "expected an object: retrain it with the SkinSage pipeline")
+    refer = record.get("classes")
+    if not (isinstance(refer, list) and refer and all(name in classes for name in refer)):
+        raise ModelFileError(f"{where}: its SkinSage metadata records {key} (classes {refer!r}); expected a "
+                             "non-empty list of the model's classes: retrain it with the SkinSage pipeline")
+    _recorded_number(record.get("threshold"), where, f"{RECORD_KEY}.threshold", "a number in 0..1", 0, 1)
+    return record
+
+
 def decision_settings(metadata: dict, where: str = "model") -> dict:
     """The thresholds behind each prediction's `status` (model/decision.py): {"ood": {"method",
     "retain", "threshold"} | None, "uncertain": {"coverage", "threshold"} | None}, fitted on
     validation by `train`. A file from before has neither: its status is always "ok" and its
     ood_score None (`Classifier` warns once)."""
-    from .decision import check_settings
-
-    try:
-        return check_settings(metadata.get("inference") or {}, where)
-    except ValueError as err:
-        raise ModelFileError(str(err)) from None
+    recorded, out = metadata.get("inference") or {}, {}
+    for key in ("ood", "uncertain"):
+        section = recorded.get(key)
+        if section is not None:
+            if not isinstance(section, dict):
+                raise ModelFileError(f"{where}: its SkinSage metadata records inference.{key} {section!r}; "
+                                     "expected an object with a numeric 'threshold'")
+            _recorded_number(section.get("threshold"), where, f"inference.{key}.threshold", "a number")
+            section = dict(section)
+        out[key] = section
+    return out

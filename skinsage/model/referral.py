@@ -84,23 +84,6 @@ def fit_referral(probs: np.ndarray, labels: np.ndarray, class_names: list[str], 
             "val_specificity": float((~referred[~positive]).mean()) if negatives else None}
 
 
-def check_record(record, class_names: list[str], where: str = "model") -> dict | None:
-    """A model file's referral record, checked against its classes; None when it has none."""
-    if record is None:
-        return None
-    def bad(what: str):
-        return ReferralError(f"{where}: its SkinSage metadata has a malformed '{RECORD_KEY}' record ({what}); "
-                             "retrain it with the SkinSage pipeline")
-    if not isinstance(record, dict):
-        raise bad(f"an object is needed, got {type(record).__name__}")
-    classes, threshold = record.get("classes"), record.get("threshold")
-    if not (isinstance(classes, list) and classes and all(name in class_names for name in classes)):
-        raise bad(f"classes {classes!r} must be a non-empty list of the model's classes")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise bad(f"threshold {threshold!r} must be a number in 0..1")
-    return record
-
-
 def decide(probs: np.ndarray, class_names: list[str], record: dict | None,
            statuses: list[str] | None = None) -> tuple[list, list]:
     """(refer, refer_probability) per (N, C) row: refer True/False (P(refer) >= the recorded
