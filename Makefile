@@ -72,11 +72,14 @@ exps: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Two pytest workers (pytest-xdist), one test file each at a time: module fixtures (a trained model,
+# a DVC project run once) stay shared within their file. 1.5x faster on 2 cores than one process.
+PYTEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not e2e"
 
 test-slow: setup
 	SKINSAGE_SLOW=1 $(BIN)/python -m pytest -q -m slow
