@@ -399,6 +399,25 @@ def test_95_megapixel_phone_jpeg_is_decoded_at_reduced_scale(tmp_path, clf):
     assert clf.predict(path).label in CLASSES
 
 
+def test_95_megapixel_phone_jpeg_is_explained_on_a_half_size_photo(tmp_path, capsys, model_path):
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (10000, 9500), (200, 120, 90)).save(path, quality=50)
+    code, out, err = run(capsys, "explain", "--model", model_path, path, "--out", tmp_path / "maps")
+    assert code == 0 and "Traceback" not in err, err
+    with Image.open(tmp_path / "maps" / "phone_gradcam.png") as overlay:
+        assert overlay.size == (5000, 4750)  # draft mode's half scale: within Pillow's bound
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch, model_path, command):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (32, 32)).save(tmp_path / "would_be_found.png")
+    out_dir = ["--out", tmp_path / "maps"] if command == "explain" else []
+    code, out, err = run(capsys, command, "--model", model_path, "", *out_dir)
+    assert code == 1 and "would_be_found" not in out + err
+    assert "skipped '': an empty path (to predict the current folder, give '.')" in err
+
+
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that declares width x height; Pillow's bomb check reads only the header."""
     def chunk(kind: bytes, data: bytes) -> bytes:

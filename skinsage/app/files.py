@@ -23,6 +23,9 @@ def collect_images(inputs: Iterable[str | Path]) -> Collected:
     problems to report, not errors: the other inputs are still predicted."""
     found = Collected()
     for raw in inputs:
+        if not str(raw).strip():  # an unset shell variable: Path("") would mean the whole current folder
+            found.problems.append((repr(str(raw)), "an empty path (to predict the current folder, give '.')"))
+            continue
         path = Path(raw)
         if path.is_dir():
             files = _files_under(path)

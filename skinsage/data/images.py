@@ -79,14 +79,28 @@ def load_photo(source: str | Path | Image.Image, max_side: int | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels decides
             with Image.open(source, formats=OPEN_FORMATS) as image:
-                if max_side:
-                    image.draft("RGB", (max_side, max_side))
-                _check_pixels(image, max_pixels)
+                image.draft("RGB", _draft_size(image.size, max_side))
+                try:
+                    _check_pixels(image, max_pixels)
+                except Image.DecompressionBombError as err:
+                    raise ImageError(f"{source}: too large to decode safely ({err})") from None
                 return load_photo(image, max_side)
     image = _to_rgb(ImageOps.exif_transpose(source))
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), RESIZE_FILTER)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _draft_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """What JPEG draft mode is asked for: `max_side`, else the full size, halved until it is within
+    Pillow's bound (a 95 MP phone photo is shown at half its side, as `load_image` reads it)."""
+    if max_side:
+        return max_side, max_side
+    width, height = size
+    limit = Image.MAX_IMAGE_PIXELS or width * height
+    while width * height > limit and min(width, height) > 1:
+        width, height = -(-width // 2), -(-height // 2)
+    return width, height
 
 
 def _check_regular_file(path: Path) -> None:
