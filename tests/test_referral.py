@@ -263,6 +263,23 @@ def test_a_model_without_a_recorded_referral_keeps_working_with_refer_null(tmp_p
     assert "records no referral threshold" in document["referral"]["note"]
 
 
+def test_info_states_what_the_threshold_achieved_on_validation(tmp_path, capsys):
+    """`skinsage info` gives the recorded operating point's validation sensitivity and specificity
+    (the error rates a user is told before trusting `refer`); a record without them still prints."""
+    fitted = {**REFERRAL, "val_images": 855, "val_refer_images": 166, "val_sensitivity": 0.9518,
+              "val_specificity": 0.6413}
+    path = save_tiny_model(tmp_path / "fitted.keras", referral=fitted, detector=False)
+    capsys.readouterr()
+    assert main(["info", "--model", str(path)]) == 0
+    assert ("referral:     P(melanoma) >= 0.4350 (target sensitivity 0.95, chosen on validation: there sensitivity "
+            "0.952, specificity 0.641 on 855 images, 166 of a refer class)") in capsys.readouterr().out
+    bare = save_tiny_model(tmp_path / "bare.keras", referral={**REFERRAL, "val_specificity": "high"}, detector=False)
+    capsys.readouterr()
+    assert main(["info", "--model", str(bare)]) == 0
+    plain = "referral:     P(melanoma) >= 0.4350 (target sensitivity 0.95, chosen on validation)\n"
+    assert plain in capsys.readouterr().out
+
+
 def test_predict_json_csv_and_table_carry_refer(plain_model_path, images, capsys):
     from skinsage.app.classifier import Classifier
 

@@ -95,10 +95,7 @@ def info_text(info: dict) -> str:
              f"input size:   {info['image_size']}x{info['image_size']} px RGB",
              f"trained on:   {info['dataset']}",
              f"inference:    TTA {info['tta']}, temperature {info['temperature']:.3f}",
-             "referral:     " + (f"P({' + '.join(info['referral']['classes'])}) >= "
-                                 f"{info['referral']['threshold']:.4f} (target sensitivity "
-                                 f"{info['referral'].get('target_sensitivity')}, chosen on validation)"
-                                 if info.get("referral") else "none recorded"),
+             "referral:     " + _referral_text(info.get("referral")),
              "refuses:      " + _decision_text(info.get("decision") or {}),
              "inputs:       image" + "".join(f" + {field} (column {column})" for field, column
                                              in (info.get("clinical_inputs") or {}).items()),
@@ -119,6 +116,20 @@ def info_text(info: dict) -> str:
         lines.append("test metrics: not recorded for this file (run `dvc repro`, or "
                      "`skinsage evaluate --model ... --data ...`)")
     return "\n".join(lines)
+
+
+def _referral_text(r: dict | None) -> str:
+    """The recorded referral rule and what it achieved on the validation split it was fitted on."""
+    if not r:
+        return "none recorded"
+    text = (f"P({' + '.join(r['classes'])}) >= {r['threshold']:.4f} (target sensitivity "
+            f"{r.get('target_sensitivity')}, chosen on validation")
+    figures = [r.get(key) for key in ("val_sensitivity", "val_specificity", "val_images", "val_refer_images")]
+    # informative only, not checked at load: printed when all four are numbers
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
+        text += (f": there sensitivity {figures[0]:.3f}, specificity {figures[1]:.3f} on {figures[2]:g} images, "
+                 f"{figures[3]:g} of a refer class")
+    return text + ")"
 
 
 def _decision_text(decision: dict) -> str:
