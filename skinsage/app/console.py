@@ -95,7 +95,7 @@ def info_text(info: dict) -> str:
              f"input size:   {info['image_size']}x{info['image_size']} px RGB",
              f"trained on:   {info['dataset']}",
              f"inference:    TTA {info['tta']}, temperature {info['temperature']:.3f}",
-             "referral:     " + _referral_text(info.get("referral")),
+             "referral:     " + _operating_point_text(info.get("referral")),
              "refuses:      " + _decision_text(info.get("decision") or {}),
              "inputs:       image" + "".join(f" + {field} (column {column})" for field, column
                                              in (info.get("clinical_inputs") or {}).items()),
@@ -118,7 +118,7 @@ def info_text(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _referral_text(r: dict | None) -> str:
+def _operating_point_text(r: dict | None) -> str:
     """The recorded referral rule and what it achieved on the validation split it was fitted on."""
     if not r:
         return "none recorded"
